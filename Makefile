@@ -1,0 +1,24 @@
+# mm_efficientconv — one entry point.
+#   make setup   create .venv with the pinned OpenMMLab stack (idempotent; first run compiles mmcv, ~20 min)
+#   make test    set up if needed, then run the test suite (what CI runs)
+#   make demo    set up if needed, then run the main job on scikit-learn's digits
+SHELL := /bin/bash
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo benchmark clean
+
+setup:
+	@bash tools/setup/setup_env.sh
+
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) tools/demo/run_demo.py --work-dir work_dirs/demo
+
+benchmark: setup
+	$(PY) tools/analysis/benchmark.py --quick --out work_dirs/benchmark/benchmark.json
+
+clean:
+	rm -rf work_dirs .pytest_cache

@@ -1,0 +1,75 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+"""The few fixes the pinned stack needs. Applied once, on ``import mm_efficientconv``.
+
+Resuming under torch >= 2.6 (``torch.load(weights_only=True)`` by default)
+------------------------------------------------------------------------
+mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; its own
+training checkpoints hold, besides tensors, the message hub's
+``HistoryBuffer`` objects, numpy arrays/scalars/dtypes, ``collections.Counter``
+(scheduler milestones) and, inside each ``HistoryBuffer``, references to its
+statistics methods, which pickle as ``getattr(HistoryBuffer, 'mean')``.
+Instead of switching the safe loader off, we allow-list exactly these
+classes, and map the ``getattr`` global to :func:`_restricted_getattr`, which
+only resolves public attributes of the allow-listed mmengine classes (a general
+``getattr`` would make the safe loader unsafe: it reaches any callable).
+"""
+import collections
+from typing import Any, List
+
+import numpy as np
+import torch
+
+_GETATTR_OWNERS: List[type] = []
+
+
+def _restricted_getattr(obj: Any, name: str, *default):
+    """``getattr`` limited to public attributes of allow-listed classes."""
+    if any(obj is owner for owner in _GETATTR_OWNERS) and isinstance(name, str) \
+            and not name.startswith('_'):
+        return getattr(obj, name, *default)
+    raise RuntimeError(
+        f'mm_efficientconv safe loading refuses getattr({obj!r}, {name!r}): only public '
+        f'attributes of {[c.__name__ for c in _GETATTR_OWNERS]} may be resolved from a '
+        'checkpoint. If you trust this file, load it with torch.load(..., weights_only=False).')
+
+
+def _numpy_safe_globals() -> list:
+    items: list = [np.ndarray, np.dtype]
+    # numpy >= 2 moved the pickling helpers to numpy._core; checkpoints written
+    # with numpy 1.x name numpy.core. Register both names where they exist.
+    for module_name in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+        try:
+            module = __import__(module_name, fromlist=['_reconstruct', 'scalar'])
+        except ImportError:  # pragma: no cover - depends on numpy version
+            continue
+        items.append((module._reconstruct, f'{module_name}._reconstruct'))
+        items.append((module.scalar, f'{module_name}.scalar'))
+    # numpy >= 1.25 pickles dtypes through their classes (numpy.dtypes.Float64DType, ...).
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        items.extend(getattr(dtypes, name) for name in dir(dtypes) if name.endswith('DType'))
+    return items
+
+
+def allow_mmengine_checkpoints_in_safe_loading() -> None:
+    """Allow-lists what mmengine's training checkpoints contain for torch's
+    ``weights_only`` loader. Idempotent."""
+    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
+    if add_safe_globals is None:  # torch < 2.4: no safe-global registry, nothing to do
+        return
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if HistoryBuffer not in _GETATTR_OWNERS:
+        _GETATTR_OWNERS.append(HistoryBuffer)
+    add_safe_globals([
+        HistoryBuffer,
+        collections.Counter,
+        collections.OrderedDict,
+        (_restricted_getattr, 'builtins.getattr'),
+        (_restricted_getattr, '__builtin__.getattr'),
+        *_numpy_safe_globals(),
+    ])
+
+
+def apply() -> None:
+    """Applies every compatibility fix of the package."""
+    allow_mmengine_checkpoints_in_safe_loading()

@@ -1,0 +1,234 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+"""The ``nn.Conv2d`` contract shared by every conv layer of this package.
+
+A layer of this package is a drop-in replacement for ``nn.Conv2d``: it takes the
+same constructor arguments (its own extras keyword-only), exposes the attributes
+that :class:`mmcv.cnn.ConvModule` and users read (``in_channels``, ``groups``,
+``transposed``, ...), and a ``weight`` that is the *effective dense kernel*, so
+``F.conv2d(x, layer.weight, layer.bias, layer.stride, layer.padding,
+layer.dilation, layer.groups)`` (plus padding for non-zero ``padding_mode``)
+equals ``layer(x)``.
+
+Where a layer's transform does not apply at a call site (a 1x1 conv for
+DO-Conv, a dense conv for MixConv, ...), the layer is in *plain mode*: it owns a
+``weight``/``bias`` exactly like ``nn.Conv2d`` (same shapes, same state-dict
+keys, same initialisation) and computes the same function.
+"""
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
+
+_PADDING_MODES = ('zeros', 'reflect', 'replicate', 'circular')
+
+IntOrPair = Union[int, Tuple[int, int]]
+
+
+def _check_positive_pair(name: str, value, allow_zero: bool = False) -> Tuple[int, int]:
+    pair = _pair(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise ValueError(f'{name} must be an int or a pair of ints, got {value!r}')
+    low = 0 if allow_zero else 1
+    if any(v < low for v in pair):
+        raise ValueError(f'{name} must be >= {low}, got {value!r}')
+    return pair
+
+
+def same_padding(kernel_size: Tuple[int, int], dilation: Tuple[int, int]) -> Tuple[int, int]:
+    """Centred ('same' for stride 1) padding of an odd kernel; used by every
+    layer that mixes kernel sizes."""
+    return tuple(d * (k - 1) // 2 for k, d in zip(kernel_size, dilation))
+
+
+class EfficientConv2d(nn.Module):
+    """Base class: argument validation, conv attributes, padding handling and
+    the plain-conv fallback shared by ``BSConvU``, ``BSConvS``, ``MixConv`` and
+    ``DOConv``.
+
+    Subclasses implement :meth:`compute_weight` (the effective dense kernel in
+    transform mode) and their own ``forward`` for transform mode; in plain mode
+    they call :meth:`_plain_forward`.
+
+    Args:
+        in_channels (int): Number of input channels.
+        out_channels (int): Number of output channels.
+        kernel_size (int | tuple[int, int]): Kernel size.
+        stride (int | tuple[int, int]): Stride. Defaults to 1.
+        padding (int | tuple[int, int] | str): Padding; ``'valid'`` or
+            ``'same'`` (stride 1 only) as in ``nn.Conv2d``. Defaults to 0.
+        dilation (int | tuple[int, int]): Dilation. Defaults to 1.
+        groups (int): Groups; must divide both channel counts. Defaults to 1.
+        bias (bool): Whether to add a learnable bias. Defaults to True.
+        padding_mode (str): One of ``'zeros'``, ``'reflect'``,
+            ``'replicate'``, ``'circular'``. Defaults to ``'zeros'``.
+    """
+
+    transposed = False
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: IntOrPair,
+                 stride: IntOrPair = 1,
+                 padding: Union[IntOrPair, str] = 0,
+                 dilation: IntOrPair = 1,
+                 groups: int = 1,
+                 bias: bool = True,
+                 padding_mode: str = 'zeros') -> None:
+        super().__init__()
+        for name, value in (('in_channels', in_channels), ('out_channels', out_channels),
+                            ('groups', groups)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f'{name} must be a positive int, got {value!r}')
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f'groups={groups} must divide in_channels={in_channels} and '
+                             f'out_channels={out_channels}')
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f'padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}')
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _check_positive_pair('kernel_size', kernel_size)
+        self.stride = _check_positive_pair('stride', stride)
+        self.dilation = _check_positive_pair('dilation', dilation)
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.output_padding = (0, 0)
+        self.padding = self._resolve_padding(padding)
+        self.plain = False
+        self.deploy = False
+
+    # ------------------------------------------------------------------ padding
+    def _resolve_padding(self, padding) -> Tuple[int, int]:
+        """Turns ``padding`` into a pair; 'same' with an even receptive field
+        is rejected (it needs asymmetric padding, which a pair cannot hold)."""
+        if isinstance(padding, str):
+            if padding == 'valid':
+                return (0, 0)
+            if padding != 'same':
+                raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+            if self.stride != (1, 1):
+                raise ValueError("padding='same' requires stride=1 (as in nn.Conv2d)")
+            total = [d * (k - 1) for k, d in zip(self.kernel_size, self.dilation)]
+            if any(t % 2 for t in total):
+                raise ValueError("padding='same' needs an odd effective kernel size here; "
+                                 'pass an explicit padding instead')
+            return tuple(t // 2 for t in total)
+        return _check_positive_pair('padding', padding, allow_zero=True)
+
+    @property
+    def _reversed_padding_repeated_twice(self):
+        # F.pad takes the last dimension first: (left, right, top, bottom).
+        ph, pw = self.padding
+        return (pw, pw, ph, ph)
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor,
+                      bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """A conv with this layer's geometry and an arbitrary kernel (the same
+        signature as ``nn.Conv2d._conv_forward``, which mmcv's efficient
+        conv-bn eval path calls)."""
+        if self.padding_mode != 'zeros':
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    # --------------------------------------------------------------- plain mode
+    def _init_plain_conv(self, bias: bool) -> None:
+        """Switches the layer to plain mode: ``weight``/``bias`` parameters of
+        ``nn.Conv2d``'s shapes and initialisation."""
+        self.plain = True
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        self._parameters['weight'] = nn.Parameter(torch.empty(shape))
+        self._init_bias(bias)
+        self.reset_plain_parameters()
+
+    def _init_bias(self, bias: bool) -> None:
+        if bias:
+            self.bias = nn.Parameter(torch.empty(self.out_channels))
+        else:
+            self.register_parameter('bias', None)
+
+    def reset_plain_parameters(self) -> None:
+        """``nn.Conv2d.reset_parameters`` on the plain weight and bias."""
+        weight = self._parameters['weight']
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = weight.shape[1] * weight.shape[2] * weight.shape[3]
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _plain_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self._parameters['weight'], self.bias)
+
+    # ----------------------------------------------------------- dense kernel
+    def compute_weight(self) -> torch.Tensor:
+        """The effective dense kernel ``(out, in // groups, kh, kw)`` in
+        transform mode (differentiable)."""
+        raise NotImplementedError
+
+    def __getattr__(self, name: str):
+        # `weight` is a real Parameter in plain / deploy mode and the composed
+        # dense kernel otherwise; resolving it here (instead of a property)
+        # keeps nn.Module's parameter registration untouched.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == 'weight' and not self.__dict__.get('plain', True):
+                return self.compute_weight()
+            raise
+
+    def init_weights(self) -> None:
+        """Kaiming-normal (fan-out, ReLU) initialisation of the effective
+        kernel and zero bias: what ``ConvModule`` gives a plain conv. Having
+        this method stops ``ConvModule`` from initialising ``.weight`` itself.
+        Subclasses override it for their factorised parameters."""
+        if self.plain:
+            nn.init.kaiming_normal_(self._parameters['weight'], mode='fan_out', nonlinearity='relu')
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    # ----------------------------------------------------------------- deploy
+    def to_plain_conv(self) -> nn.Conv2d:
+        """A new ``nn.Conv2d`` computing the same function, holding the
+        effective kernel (detached copies)."""
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                         self.padding, self.dilation, self.groups, self.bias is not None,
+                         self.padding_mode)
+        weight = self.weight
+        conv = conv.to(device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        conv.train(self.training)
+        return conv
+
+    def switch_to_deploy(self) -> nn.Module:
+        """Converts the layer to its inference form and returns the module a
+        parent should hold from now on (``self`` or a replacement).
+
+        The default, used in plain mode, returns an equal ``nn.Conv2d`` so the
+        deployed model holds stock modules with stock state-dict keys.
+        """
+        if self.plain:
+            return self.to_plain_conv()
+        return self
+
+    def extra_repr(self) -> str:
+        s = (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '
+             f'stride={self.stride}, padding={self.padding}')
+        if self.dilation != (1, 1):
+            s += f', dilation={self.dilation}'
+        if self.groups != 1:
+            s += f', groups={self.groups}'
+        if self.bias is None:
+            s += ', bias=False'
+        if self.padding_mode != 'zeros':
+            s += f', padding_mode={self.padding_mode}'
+        if self.plain:
+            s += ', plain=True'
+        if self.deploy:
+            s += ', deploy=True'
+        return s
