@@ -14,6 +14,7 @@ only resolves public attributes of the allow-listed mmengine classes (a general
 ``getattr`` would make the safe loader unsafe: it reaches any callable).
 """
 import collections
+import pickle
 from typing import Any, List
 
 import numpy as np
@@ -27,7 +28,7 @@ def _restricted_getattr(obj: Any, name: str, *default):
     if any(obj is owner for owner in _GETATTR_OWNERS) and isinstance(name, str) \
             and not name.startswith('_'):
         return getattr(obj, name, *default)
-    raise RuntimeError(
+    raise pickle.UnpicklingError(
         f'mm_efficientconv safe loading refuses getattr({obj!r}, {name!r}): only public '
         f'attributes of {[c.__name__ for c in _GETATTR_OWNERS]} may be resolved from a '
         'checkpoint. If you trust this file, load it with torch.load(..., weights_only=False).')

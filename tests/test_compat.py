@@ -1,0 +1,160 @@
+"""The pinned stack's compatibility fixes (mm_efficientconv/compat.py)."""
+import io
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
+
+import mm_efficientconv  # noqa: F401  (applies the fixes)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class _TinyRegressor(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x, y=None, mode='tensor'):
+        out = self.fc(x)
+        if mode == 'loss':
+            return {'loss_mse': ((out - y)**2).mean()}
+        return out
+
+
+class _TinyData(Dataset):
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(16, 4, generator=g)
+        self.y = torch.randn(16, 2, generator=g)
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        return dict(x=self.x[i], y=self.y[i])
+
+
+def _runner(work_dir, max_epochs, resume=False, load_from=None):
+    torch.manual_seed(0)  # the same initial weights for every run
+    return Runner(
+        model=_TinyRegressor(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=_TinyData(),
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            collate_fn=dict(type='default_collate'),
+            batch_size=4),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1),
+                           logger=dict(type='LoggerHook', interval=1)),
+        resume=resume,
+        load_from=load_from,
+        randomness=dict(seed=0),
+        default_scope='mmengine')
+
+
+def test_runner_resume_under_weights_only_default(tmp_path):
+    # Reference: two uninterrupted epochs.
+    full = _runner(tmp_path / 'full', max_epochs=2)
+    full.train()
+    expected = {k: v.clone() for k, v in full.model.state_dict().items()}
+
+    # One epoch, saved; then a new Runner resumes from that checkpoint (auto-resume, as
+    # `tools/train.py --resume` does) and finishes the second epoch.
+    first = _runner(tmp_path / 'split', max_epochs=1)
+    first.train()
+    ckpt = tmp_path / 'split' / 'epoch_1.pth'
+    assert ckpt.is_file()
+    # A plain torch.load with torch's default (weights_only=True under torch >= 2.6) works.
+    state = torch.load(ckpt, map_location='cpu')
+    assert isinstance(state['message_hub']['log_scalars']['train/loss_mse'], HistoryBuffer)
+
+    second = _runner(tmp_path / 'split', max_epochs=2, resume=True)
+    second.train()
+    assert second.epoch == 2 and second.iter == 8
+    for key, value in second.model.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=1e-6)
+
+
+def test_resume_from_explicit_path(tmp_path):
+    first = _runner(tmp_path / 'a', max_epochs=1)
+    first.train()
+    second = _runner(tmp_path / 'b', max_epochs=2, resume=True, load_from=str(tmp_path / 'a' / 'epoch_1.pth'))
+    second.train()
+    assert second.epoch == 2
+
+
+def test_safe_loading_stays_safe():
+    """The getattr global is mapped to a restricted version: a checkpoint cannot use it
+    to reach arbitrary callables."""
+
+    class _Evil:
+
+        def __reduce__(self):
+            return (getattr, (HistoryBuffer, '__init__'))
+
+    buffer = io.BytesIO()
+    torch.save({'x': _Evil()}, buffer)
+    buffer.seek(0)
+    with pytest.raises(pickle.UnpicklingError, match='refuses getattr'):
+        torch.load(buffer, weights_only=True)
+
+    class _Sys:
+
+        def __reduce__(self):
+            import os
+            return (os.system, ('true', ))
+
+    buffer = io.BytesIO()
+    torch.save({'x': _Sys()}, buffer)
+    buffer.seek(0)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(buffer, weights_only=True)
+
+
+def test_public_statistics_methods_resolve():
+    buffer = io.BytesIO()
+    hb = HistoryBuffer()
+    hb.update(3.0)
+    torch.save({'hb': hb}, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)['hb']
+    assert loaded.mean() == 3.0
+
+
+@pytest.mark.parametrize('base', [
+    'mmpretrain::resnet/resnet18_8xb16_cifar10.py',
+    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+    'mmseg::deeplabv3/deeplabv3_r50-d8_4xb2-80k_cityscapes-512x1024.py',
+])
+def test_codebase_config_bases_resolve(tmp_path, base):
+    cfg_file = tmp_path / 'cfg.py'
+    cfg_file.write_text(f"_base_ = '{base}'\n")
+    cfg = Config.fromfile(str(cfg_file))
+    assert cfg.model.type in ('ImageClassifier', 'FasterRCNN', 'EncoderDecoder')
+
+
+def test_pkg_resources_available():
+    import pkg_resources  # noqa: F401  (mmengine needs it for `mmdet::` bases)
+
+
+def test_pytest_runs_this_projects_tests():
+    """The mmseg wheel installs a top-level `tests` package; ours must be what runs."""
+    assert Path(__file__).resolve().is_relative_to(REPO / 'tests')
+    out = subprocess.run([sys.executable, '-m', 'pytest', '--collect-only', '-q', 'tests/test_compat.py'],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert 'tests/test_compat.py::test_pytest_runs_this_projects_tests' in out.stdout
