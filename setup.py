@@ -14,9 +14,9 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mm_efficientconv', 'mm_efficientconv.*']),
     python_requires='>=3.8',
-    install_requires=['mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0'],
+    install_requires=['mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0', 'mmpretrain>=1.0.0'],
     extras_require={
-        'codebases': ['mmdet==3.3.0', 'mmsegmentation==1.2.2', 'mmpretrain==1.2.0', 'ftfy', 'regex'],
+        'codebases': ['mmdet==3.3.0', 'mmsegmentation==1.2.2', 'ftfy', 'regex'],
         'tests': ['pytest', 'onnx', 'onnxruntime', 'scikit-learn'],
     },
     license='Apache License 2.0',

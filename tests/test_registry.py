@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmcv.cnn import ConvModule, build_conv_layer
-from mmengine.registry import HOOKS, MODELS, TRANSFORMS, DefaultScope
+from mmengine.registry import DATASETS, HOOKS, MODELS, TRANSFORMS, DefaultScope
 
 import mm_efficientconv
 
@@ -41,12 +41,15 @@ def _codebase_registries(scope):
         import mmseg.engine  # noqa: F401
         import mmseg.datasets  # noqa: F401
         from mmseg import registry
-    return {'MODELS': registry.MODELS, 'HOOKS': registry.HOOKS, 'TRANSFORMS': registry.TRANSFORMS}
+    return {'MODELS': registry.MODELS, 'HOOKS': registry.HOOKS, 'TRANSFORMS': registry.TRANSFORMS,
+            'DATASETS': registry.DATASETS}
 
 
 def test_everything_is_in_the_root_registries():
     assert set(LAYERS + BACKBONES) <= _ours(MODELS)
     assert set(HOOK_NAMES) <= _ours(HOOKS)
+    assert 'DropoutLinearClsHead' in _ours(MODELS)
+    assert 'SklearnDigitsDataset' in _ours(DATASETS) and 'RandomGamma' in _ours(TRANSFORMS)
     for name in LAYERS + BACKBONES:
         assert MODELS.get(name).__module__.startswith('mm_efficientconv.')
     # the package exports the deploy entry point
@@ -56,7 +59,7 @@ def test_everything_is_in_the_root_registries():
 @pytest.mark.parametrize('scope', SCOPES)
 def test_no_name_is_shadowed_by_a_codebase(scope):
     codebase = _codebase_registries(scope)
-    root = {'MODELS': MODELS, 'HOOKS': HOOKS, 'TRANSFORMS': TRANSFORMS}
+    root = {'MODELS': MODELS, 'HOOKS': HOOKS, 'TRANSFORMS': TRANSFORMS, 'DATASETS': DATASETS}
     for kind, registry in codebase.items():
         ours = _ours(root[kind])
         clashes = ours & set(registry.module_dict)

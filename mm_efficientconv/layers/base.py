@@ -137,12 +137,13 @@ class EfficientConv2d(nn.Module):
     # --------------------------------------------------------------- plain mode
     def _init_plain_conv(self, bias: bool) -> None:
         """Switches the layer to plain mode: ``weight``/``bias`` parameters of
-        ``nn.Conv2d``'s shapes and initialisation."""
+        ``nn.Conv2d``'s shapes, initialised as the OpenMMLab codebases
+        initialise a plain conv (see :meth:`init_weights`)."""
         self.plain = True
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         self._parameters['weight'] = nn.Parameter(torch.empty(shape))
         self._init_bias(bias)
-        self.reset_plain_parameters()
+        EfficientConv2d.init_weights(self)
 
     def _init_bias(self, bias: bool) -> None:
         if bias:
@@ -181,9 +182,18 @@ class EfficientConv2d(nn.Module):
 
     def init_weights(self) -> None:
         """Kaiming-normal (fan-out, ReLU) initialisation of the effective
-        kernel and zero bias: what ``ConvModule`` gives a plain conv. Having
-        this method stops ``ConvModule`` from initialising ``.weight`` itself.
-        Subclasses override it for their factorised parameters."""
+        kernel and zero bias: what ``ConvModule`` and the backbones'
+        ``init_cfg=dict(type='Kaiming', layer='Conv2d')`` give a plain conv.
+
+        Layers apply it in their constructor too. That matters inside the
+        codebases: mmengine's initialisers match layers by class name (a
+        ``DOConv`` is not a ``Conv2d``) and write into ``.weight`` (for a
+        factorised layer, a temporary composed kernel), and ``ConvModule``
+        neither initialises a conv that has ``init_weights`` nor calls it. So
+        a layer of this package starts where a stock conv in the same place
+        would, whichever path built it. Subclasses override this method for
+        their factorised parameters.
+        """
         if self.plain:
             nn.init.kaiming_normal_(self._parameters['weight'], mode='fan_out', nonlinearity='relu')
         if self.bias is not None:

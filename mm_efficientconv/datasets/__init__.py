@@ -1,0 +1,6 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+"""Datasets and data transforms (registered in mmengine's root registries)."""
+from .digits import SklearnDigitsDataset
+from .transforms import RandomGamma
+
+__all__ = ['RandomGamma', 'SklearnDigitsDataset']

@@ -1,0 +1,198 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+"""A hook that runs tests on the folded (deploy) model and writes a folded
+checkpoint at the end of training, plus the helpers the deploy tools share."""
+import copy
+import logging
+import os
+import os.path as osp
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from mmengine.runner import EpochBasedTrainLoop
+
+from mm_efficientconv.layers.deploy import count_deployable, switch_to_deploy
+
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+def plain_meta(value):
+    """A copy of ``value`` made only of str/int/float/bool/None, lists, tuples
+    and str-keyed dicts (anything else becomes its ``str``), so that the
+    checkpoint loads with ``torch.load(weights_only=True)`` anywhere, without
+    this package."""
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    if isinstance(value, dict):
+        return {str(k): plain_meta(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_meta(v) for v in value)
+    if hasattr(value, 'item') and getattr(value, 'ndim', None) == 0:  # numpy / torch scalar
+        return plain_meta(value.item())
+    return str(value)
+
+
+def fold_model(model: nn.Module, fuse_conv_bn: bool = False) -> Tuple[nn.Module, int]:
+    """Converts ``model`` to its deploy form in place with
+    :func:`~mm_efficientconv.layers.deploy.switch_to_deploy`, then optionally
+    fuses every conv with the BN that follows it (``mmcv.cnn.fuse_conv_bn``).
+
+    Args:
+        model (nn.Module): The model to fold.
+        fuse_conv_bn (bool): Whether to fuse conv + BN afterwards (changes
+            the state-dict keys: the BN entries disappear). Defaults to False.
+
+    Returns:
+        tuple[nn.Module, int]: The converted model and the number of modules
+        :func:`switch_to_deploy` converted.
+    """
+    num = count_deployable(model)
+    model = switch_to_deploy(model)
+    if fuse_conv_bn:
+        from mmcv.cnn import fuse_conv_bn as _fuse
+        model = _fuse(model)
+    return model, num
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary file in the target directory, then
+    ``os.replace`` it onto ``path`` (readers never see a partial file)."""
+    path = osp.abspath(path)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    tmp = f'{path}.tmp.{os.getpid()}'
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def cpu_state_dict(model: nn.Module) -> dict:
+    """The model's state dict with every tensor detached and on the CPU."""
+    state = model.state_dict()
+    out = type(state)()
+    for key, value in state.items():
+        out[key] = value.detach().cpu() if isinstance(value, torch.Tensor) else value
+    metadata = getattr(state, '_metadata', None)
+    if metadata is not None:
+        out._metadata = metadata
+    return out
+
+
+@HOOKS.register_module()
+class ConvDeployHook(Hook):
+    """Runs the test loop on the deploy (folded) model and writes a folded
+    checkpoint after training.
+
+    * ``before_test``: ``Runner.test()`` has loaded the checkpoint by then, so
+      the hook converts the unwrapped model with
+      :func:`~mm_efficientconv.layers.deploy.switch_to_deploy` (DO-Conv and
+      MixConv become plain ``nn.Conv2d``, BSConv folds its inner norms, ...).
+      ``tools/test.py --deploy`` on a *training* checkpoint thus evaluates the
+      model that will be deployed.
+    * ``after_train`` (rank 0 only): loads the state dict of the last
+      checkpoint (so EMA weights saved by ``EMAHook`` are the ones folded;
+      falls back to the in-memory weights when there is no local checkpoint)
+      into a deep copy of the model, folds the copy, and writes
+      ``{'state_dict', 'meta'}`` to ``<last checkpoint stem>_deploy.pth`` in
+      the last checkpoint's directory (``<work_dir>/<stem>_deploy.pth``
+      by default) atomically. The training model and its parameters are not
+      touched. ``meta`` is the checkpoint's own ``meta`` with ``deploy=True``,
+      ``folded_modules``, ``fuse_conv_bn`` and ``source_checkpoint`` added.
+
+    Validation during training is left alone: the hook does nothing in
+    ``before_val``, so trained parameters are never folded.
+
+    Args:
+        fold_on_test (bool): Convert the model before the test loop.
+            Defaults to True.
+        save_deploy_ckpt (bool): Write the folded checkpoint after training.
+            Defaults to True.
+        fuse_conv_bn (bool): Also fuse each conv with its following BN
+            (``mmcv.cnn.fuse_conv_bn``) in both cases. The fused checkpoint
+            no longer has the BN keys of the stock config. Defaults to False.
+
+    Example:
+        >>> custom_hooks = [dict(type='ConvDeployHook')]
+    """
+
+    priority = 'LOW'
+
+    def __init__(self,
+                 fold_on_test: bool = True,
+                 save_deploy_ckpt: bool = True,
+                 fuse_conv_bn: bool = False) -> None:
+        for name, value in (('fold_on_test', fold_on_test),
+                            ('save_deploy_ckpt', save_deploy_ckpt),
+                            ('fuse_conv_bn', fuse_conv_bn)):
+            if not isinstance(value, bool):
+                raise ValueError(f'ConvDeployHook: {name} must be True or False, got {value!r}')
+        self.fold_on_test = fold_on_test
+        self.save_deploy_ckpt = save_deploy_ckpt
+        self.fuse_conv_bn = fuse_conv_bn
+        self.deploy_ckpt: Optional[str] = None
+
+    def before_test(self, runner) -> None:
+        """Converts the (already loaded) model to its deploy form."""
+        if not self.fold_on_test:
+            return
+        wrapped = is_model_wrapper(runner.model)
+        model = runner.model.module if wrapped else runner.model
+        folded, num = fold_model(model, self.fuse_conv_bn)
+        if folded is not model:
+            if wrapped:
+                runner.model.module = folded
+            else:
+                runner.model = folded
+        print_log(
+            f'ConvDeployHook: switched {num} modules to deploy form before testing'
+            + (' and fused conv+BN' if self.fuse_conv_bn else ''),
+            logger='current')
+
+    def _deploy_path(self, runner, last_ckpt: Optional[str]) -> str:
+        if last_ckpt:
+            stem = osp.splitext(osp.basename(last_ckpt))[0]
+            directory = osp.dirname(last_ckpt) if osp.isfile(last_ckpt) else runner.work_dir
+        else:
+            by_epoch = isinstance(runner.train_loop, EpochBasedTrainLoop)
+            stem = f'epoch_{runner.epoch}' if by_epoch else f'iter_{runner.iter}'
+            directory = runner.work_dir
+        return osp.join(directory, f'{stem}_deploy.pth')
+
+    def after_train(self, runner) -> None:
+        """Writes the folded checkpoint (rank 0)."""
+        if not self.save_deploy_ckpt or not is_main_process():
+            return
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if count_deployable(model) == 0 and not self.fuse_conv_bn:
+            print_log('ConvDeployHook: the model has no module to switch to deploy form; '
+                      'no deploy checkpoint written', logger='current', level=logging.WARNING)
+            return
+        last_ckpt = runner.message_hub.get_info('last_ckpt')
+        meta = {}
+        copied = copy.deepcopy(model)
+        source = 'in-memory model at the end of training'
+        if last_ckpt and osp.isfile(last_ckpt):
+            # the file was written by this very run: a full (non weights-only) load is safe
+            checkpoint = torch.load(last_ckpt, map_location='cpu', weights_only=False)
+            copied.load_state_dict(checkpoint['state_dict'], strict=True)
+            meta = dict(checkpoint.get('meta') or {})
+            source = last_ckpt
+        elif getattr(model, 'dataset_meta', None) is not None:
+            meta['dataset_meta'] = model.dataset_meta
+        copied.eval()
+        folded, num = fold_model(copied, self.fuse_conv_bn)
+        meta.update(deploy=True, folded_modules=num, fuse_conv_bn=self.fuse_conv_bn,
+                    source_checkpoint=source, epoch=meta.get('epoch', runner.epoch),
+                    iter=meta.get('iter', runner.iter))
+        path = self._deploy_path(runner, last_ckpt)
+        atomic_torch_save({'state_dict': cpu_state_dict(folded), 'meta': plain_meta(meta)}, path)
+        self.deploy_ckpt = path
+        print_log(f'ConvDeployHook: folded {num} modules of {source} into {path}',
+                  logger='current')

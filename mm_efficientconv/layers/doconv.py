@@ -1,0 +1,398 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+"""DO-Conv: depthwise over-parameterized convolution (Cao et al., TIP 2022).
+
+A ``kh x kw`` convolution with kernel ``W'`` is over-parameterised as the
+composition of a depthwise kernel ``D`` (one ``(kh*kw, D_mul)`` matrix per
+input channel) and a conv kernel ``W`` of shape ``(out, in // groups,
+D_mul)``. The composed kernel
+
+    ``W'[o, c, s] = sum_d D[i(o, c), s, d] * W[o, c, d]``
+
+(``i(o, c)`` being the true input channel that slice ``c`` of output ``o``
+reads) is computed once per step and applied as one ordinary convolution
+("kernel composition"), which is equivalent to the paper's "feature
+composition" (depthwise conv with ``D`` producing ``in * D_mul`` channels,
+then a grouped 1x1 conv with ``W``). After training the kernel is folded into
+a plain ``nn.Conv2d``.
+"""
+import math
+import warnings
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.registry import MODELS
+
+from mm_efficientconv.layers.base import EfficientConv2d, IntOrPair
+
+
+def doconv_identity(num_taps: int, d_mul: int, dtype: Optional[torch.dtype] = None,
+                    device: Optional[Union[str, torch.device]] = None) -> torch.Tensor:
+    """The ``(num_taps, d_mul)`` identity that ``D' = D - I`` is stored
+    relative to (columns beyond ``num_taps`` are zero)."""
+    return torch.eye(num_taps, d_mul, dtype=dtype, device=device)
+
+
+def doconv_compose(W: torch.Tensor, D: torch.Tensor, groups: int,
+                   kernel_size: Tuple[int, int]) -> torch.Tensor:
+    """Composes the dense conv kernel of a DO-Conv (differentiable).
+
+    Every kernel slice is composed with the depthwise matrix of its *true*
+    input channel, for plain, grouped, depthwise and depthwise-with-multiplier
+    convolutions alike, in one batched contraction over the groups.
+
+    Args:
+        W (Tensor): Conv kernel ``(out, in // groups, D_mul)``.
+        D (Tensor): Full depthwise kernel ``(in, kh * kw, D_mul)`` (that is
+            ``D' + I``, not the stored ``D'``).
+        groups (int): Groups of the convolution.
+        kernel_size (tuple[int, int]): ``(kh, kw)``.
+
+    Returns:
+        Tensor: The kernel ``(out, in // groups, kh, kw)``.
+    """
+    out_channels, in_per_group, d_mul = W.shape
+    num_taps = D.shape[1]
+    # batch (g, c): (out/g, D_mul) @ (D_mul, kh*kw) for every group g and input c of the group
+    w = W.reshape(groups, out_channels // groups, in_per_group, d_mul).transpose(1, 2)
+    d = D.reshape(groups, in_per_group, num_taps, d_mul).transpose(-1, -2)
+    kernel = torch.matmul(w, d).transpose(1, 2)  # (g, out/g, in/g, kh*kw)
+    return kernel.reshape(out_channels, in_per_group, *kernel_size)
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        if device_type == 'cpu':
+            return torch.is_autocast_cpu_enabled()
+        return device_type == 'cuda' and torch.is_autocast_enabled()
+
+
+@MODELS.register_module()
+class DOConv(EfficientConv2d):
+    """Depthwise over-parameterized convolution, a drop-in ``nn.Conv2d``.
+
+    The layer trains ``W`` (``(out, in // groups, D_mul)``) and ``D' = D - I``
+    (``(in, kh * kw, D_mul)``, zero at initialisation, so the layer starts as
+    the plain conv with kernel ``W[:, :, :kh * kw]``). ``I`` is a
+    non-persistent buffer: it is never saved and never counted as a
+    parameter. Grouped (DO-GConv), depthwise and depthwise-with-multiplier
+    (DO-DConv) convolutions index ``D`` by the true input channel of each
+    kernel slice.
+
+    Behaviour worth knowing:
+
+    - **1x1 convolutions are plain**: with ``kh * kw == 1`` there is nothing
+      to over-parameterise, so the layer is exactly an ``nn.Conv2d`` (``weight``
+      / ``bias`` parameters, same state-dict keys and initialisation) and
+      ``D_mul`` is ignored.
+    - **Cost**: with gradients the kernel is composed at every forward (one
+      small batched contraction, then one ordinary conv). When no gradient is
+      needed (``torch.no_grad()``, or ``W`` and ``D`` frozen) the composed
+      kernel is cached and only recomputed after ``W`` or ``D`` changed, so an
+      unfolded DO-Conv evaluates at the cost of a plain conv. Changes made
+      through ``param.data`` bypass PyTorch's version counters; the cache is
+      also dropped on ``train()`` / ``eval()``, ``.to()`` and state-dict
+      loading, otherwise call :meth:`invalidate_cache` after such writes
+      (e.g. a mean-teacher update written through ``.data`` into a frozen
+      teacher), or set the class/instance attribute ``cache_kernel = False``
+      to compose at every forward.
+    - **Folding**: :meth:`switch_to_deploy` turns the layer into a plain conv
+      in place and returns an equal ``nn.Conv2d``.
+    - **Checkpoints**: a plain conv's ``weight`` (+ ``bias``) loads into a
+      DO-Conv (``W[:, :, :kh*kw]`` = weight, ``D' = 0``: identical outputs),
+      so stock pretrained models load strictly into their DO-Conv versions.
+      Checkpoints of the reference implementation (keys ``W``, ``D``,
+      ``d_diag``) load too, and ``W`` / ``D`` load into a folded layer.
+
+    Args:
+        in_channels (int): Number of input channels.
+        out_channels (int): Number of output channels.
+        kernel_size (int | tuple[int, int]): Kernel size.
+        stride (int | tuple[int, int]): Stride. Defaults to 1.
+        padding (int | tuple[int, int] | str): Padding, as in ``nn.Conv2d``.
+            Defaults to 0.
+        dilation (int | tuple[int, int]): Dilation. Defaults to 1.
+        groups (int): Groups; ``groups == in_channels`` gives DO-DConv.
+            Defaults to 1.
+        bias (bool): Whether to add a learnable bias. Defaults to True.
+        padding_mode (str): ``'zeros'``, ``'reflect'``, ``'replicate'`` or
+            ``'circular'``. Defaults to ``'zeros'``.
+        D_mul (int, optional): Keyword-only depth multiplier of the
+            over-parameterisation; must be ``>= kh * kw`` (the paper's best
+            setting is ``kh * kw``). Defaults to None, meaning ``kh * kw``.
+    """
+
+    #: Whether to reuse the composed kernel when no gradient is needed.
+    cache_kernel: bool = True
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: IntOrPair,
+                 stride: IntOrPair = 1,
+                 padding: Union[IntOrPair, str] = 0,
+                 dilation: IntOrPair = 1,
+                 groups: int = 1,
+                 bias: bool = True,
+                 padding_mode: str = 'zeros',
+                 *,
+                 D_mul: Optional[int] = None) -> None:  # noqa: N803
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode)
+        num_taps = self.kernel_size[0] * self.kernel_size[1]
+        if D_mul is None:
+            D_mul = num_taps
+        if not isinstance(D_mul, int) or isinstance(D_mul, bool) or D_mul < num_taps:
+            raise ValueError(f'D_mul must be an int >= kernel_size[0] * kernel_size[1] = '
+                             f'{num_taps} (any larger value is allowed), got {D_mul!r}')
+        self._weight_cache = None
+        if num_taps == 1:
+            self.D_mul = 1
+            self._init_plain_conv(bias)
+            return
+        self.D_mul = D_mul
+        self.W = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, D_mul))
+        self.D = nn.Parameter(torch.zeros(in_channels, num_taps, D_mul))
+        self.register_buffer('identity', doconv_identity(num_taps, D_mul), persistent=False)
+        self._init_bias(bias)
+        self.init_weights()
+
+    # --------------------------------------------------------------- init
+    @property
+    def num_taps(self) -> int:
+        """``kh * kw``."""
+        return self.kernel_size[0] * self.kernel_size[1]
+
+    def _effective_fans(self) -> Tuple[int, int]:
+        receptive = self.num_taps
+        return (self.in_channels // self.groups * receptive, self.out_channels * receptive)
+
+    def reset_parameters(self) -> None:
+        """``nn.Conv2d.reset_parameters`` applied to the effective kernel:
+        kaiming-uniform (``a=sqrt(5)``) ``W`` with the fan-in of the
+        ``(out, in // groups, kh, kw)`` kernel, ``D' = 0``, uniform bias."""
+        if self.plain:
+            self.reset_plain_parameters()
+            return
+        fan_in, _ = self._effective_fans()
+        # kaiming_uniform_(a=sqrt(5)) has bound gain * sqrt(3 / fan_in) with
+        # gain = sqrt(2 / (1 + 5)), i.e. 1 / sqrt(fan_in).
+        bound = 1 / math.sqrt(fan_in)
+        with torch.no_grad():
+            self.W.uniform_(-bound, bound)
+            self.D.zero_()
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+
+    def init_weights(self) -> None:
+        """Kaiming-normal (fan-out, ReLU) effective kernel, ``D' = 0`` and zero
+        bias: the initialisation ``ConvModule`` gives a plain conv.
+
+        The std is that of the effective ``(out, in // groups, kh, kw)``
+        kernel; every ``D_mul`` column of ``W`` is drawn (columns beyond
+        ``kh * kw`` do not change the kernel while ``D' = 0``, but they must be
+        non-zero for the matching columns of ``D'`` to receive gradients).
+        """
+        if self.plain:
+            super().init_weights()
+            return
+        _, fan_out = self._effective_fans()
+        std = nn.init.calculate_gain('relu') / math.sqrt(fan_out)
+        with torch.no_grad():
+            self.W.normal_(0, std)
+            self.D.zero_()
+            if self.bias is not None:
+                self.bias.zero_()
+
+    # ------------------------------------------------------------ compute
+    def compute_weight(self) -> torch.Tensor:
+        """The composed kernel ``(out, in // groups, kh, kw)``
+        (differentiable; composed in the parameters' dtype, outside autocast).
+        """
+        if self.plain:
+            return self._parameters['weight']
+        W, D = self.W, self.D
+        device_type = W.device.type
+        if _autocast_enabled(device_type):
+            with torch.autocast(device_type, enabled=False):
+                return doconv_compose(W, D + self.identity.to(D.dtype), self.groups,
+                                      self.kernel_size)
+        return doconv_compose(W, D + self.identity.to(D.dtype), self.groups, self.kernel_size)
+
+    def invalidate_cache(self) -> None:
+        """Drops the cached composed kernel (needed only after writing ``W`` or
+        ``D`` through ``.data`` without any other call that drops it)."""
+        self._weight_cache = None
+
+    def _cached_weight(self) -> torch.Tensor:
+        W, D = self.W, self.D
+        key = (W._version, D._version, W.data_ptr(), D.data_ptr(), W.device, W.dtype, D.dtype)
+        cache = self._weight_cache
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        if torch.is_inference_mode_enabled():
+            # a normal tensor, so that it may later be used with autograd on
+            with torch.inference_mode(False), torch.no_grad():
+                weight = self.compute_weight()
+        else:
+            with torch.no_grad():
+                weight = self.compute_weight()
+        self._weight_cache = (key, weight)
+        return weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.plain:
+            return self._plain_forward(x)
+        if not self.cache_kernel or (torch.is_grad_enabled()
+                                     and (self.W.requires_grad or self.D.requires_grad)):
+            weight = self.compute_weight()
+        else:
+            weight = self._cached_weight()
+        return self._conv_forward(x, weight, self.bias)
+
+    def train(self, mode: bool = True):
+        self._weight_cache = None
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._weight_cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    # ------------------------------------------------------------- deploy
+    def switch_to_deploy(self) -> nn.Module:
+        """Folds the composed kernel into a ``weight`` parameter in place
+        (``W``, ``D`` and the identity are deleted; the layer becomes a plain
+        conv) and returns an equal ``nn.Conv2d`` for the parent to hold.
+        Idempotent."""
+        if not self.plain:
+            requires_grad = self.W.requires_grad
+            with torch.no_grad():
+                weight = self.compute_weight().detach().clone()
+            del self.W, self.D, self.identity
+            bias = self._parameters.pop('bias')
+            self._parameters['weight'] = nn.Parameter(weight, requires_grad=requires_grad)
+            self._parameters['bias'] = bias
+            self._weight_cache = None
+            self.plain = True
+            self.deploy = True
+        return self.to_plain_conv()
+
+    # -------------------------------------------------------- checkpoints
+    def _reference_bug_applies(self) -> bool:
+        """Whether yangyanli/DO-Conv composes this layer with wrong input
+        channels (grouped convs, depthwise convs with a channel multiplier)."""
+        g = self.groups
+        return (1 < g < self.in_channels) or (g == self.in_channels > 1
+                                              and self.out_channels != self.in_channels)
+
+    def _warn_reference_bug(self, prefix: str, d_prime: torch.Tensor) -> None:
+        if self._reference_bug_applies() and bool(torch.any(d_prime != 0)):
+            warnings.warn(
+                f'{prefix}d_diag: reference DO-Conv checkpoint of a grouped/depthwise-multiplier '
+                f'conv (groups={self.groups}); the reference implementation composed such '
+                'kernels with the wrong input channels, so the loaded layer (which uses the '
+                'true channels) computes a different function than the checkpoint did.')
+
+    @staticmethod
+    def _size_mismatch(key: str, got, expected: tuple) -> str:
+        expected = ', '.join(str(v) for v in expected)
+        return (f'size mismatch for {key}: copying a param with shape {got} from checkpoint, '
+                f'the shape in current model is ({expected}) (DOConv).')
+
+    def _plain_to_factorised(self, state_dict: dict, prefix: str, error_msgs: list) -> None:
+        """A plain conv's ``weight`` becomes ``W`` (first ``kh*kw`` columns)
+        and ``D' = 0``."""
+        key_weight, key_w, key_d = prefix + 'weight', prefix + 'W', prefix + 'D'
+        if key_weight not in state_dict or key_w in state_dict or key_d in state_dict:
+            return
+        weight = state_dict.pop(key_weight)
+        expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != expected:
+            shape = weight.shape if isinstance(weight, torch.Tensor) else type(weight).__name__
+            error_msgs.append(self._size_mismatch(key_weight, shape, expected))
+            return
+        out_c, in_per_group, num_taps = expected[0], expected[1], self.num_taps
+        W = weight.new_zeros(out_c, in_per_group, self.D_mul)
+        W[..., :num_taps] = weight.reshape(out_c, in_per_group, num_taps)
+        state_dict[key_w] = W
+        state_dict[key_d] = weight.new_zeros(self.in_channels, num_taps, self.D_mul)
+
+    def _reference_to_ours(self, state_dict: dict, prefix: str) -> None:
+        """Reference layout: ``D`` is ``D - d_diag`` with ``d_diag`` a saved
+        identity (repeated over the ``D_mul`` columns there); re-express ``D``
+        relative to our identity and drop ``d_diag``."""
+        key_diag, key_d = prefix + 'd_diag', prefix + 'D'
+        if key_diag not in state_dict:
+            return
+        d_diag = state_dict.pop(key_diag)
+        D = state_dict.get(key_d)
+        if not isinstance(D, torch.Tensor) or not isinstance(d_diag, torch.Tensor):
+            return
+        if D.shape != d_diag.shape or D.shape != self.D.shape:
+            return  # the D shape check of the regular loading reports it
+        # exact when d_diag equals our identity (the default D_mul = kh * kw)
+        diff = d_diag.to(D.dtype) - self.identity.to(device=D.device, dtype=D.dtype)
+        D = D + diff
+        state_dict[key_d] = D
+        self._warn_reference_bug(prefix, D)
+
+    def _factorised_to_plain(self, state_dict: dict, prefix: str, error_msgs: list) -> None:
+        """``W`` / ``D`` (ours or the reference layout) load into a plain or
+        folded layer by composing ``weight``."""
+        key_weight, key_w = prefix + 'weight', prefix + 'W'
+        if key_w not in state_dict or key_weight in state_dict:
+            return
+        W = state_dict.pop(key_w)
+        D = state_dict.pop(prefix + 'D', None)
+        d_diag = state_dict.pop(prefix + 'd_diag', None)
+        out_c, in_per_group = self.out_channels, self.in_channels // self.groups
+        num_taps = self.num_taps
+        if (not isinstance(W, torch.Tensor) or W.dim() != 3
+                or tuple(W.shape[:2]) != (out_c, in_per_group)):
+            error_msgs.append(
+                self._size_mismatch(key_w, getattr(W, 'shape', None),
+                                    (out_c, in_per_group, 'D_mul')))
+            return
+        d_mul = W.shape[2]
+        if D is None:
+            if d_mul != num_taps:
+                error_msgs.append(self._size_mismatch(key_w, W.shape,
+                                                      (out_c, in_per_group, num_taps)))
+                return
+            state_dict[key_weight] = W.reshape(out_c, in_per_group, *self.kernel_size)
+            return
+        if tuple(D.shape) != (self.in_channels, num_taps, d_mul):
+            error_msgs.append(self._size_mismatch(prefix + 'D', D.shape,
+                                                  (self.in_channels, num_taps, d_mul)))
+            return
+        compute_dtype = torch.float64 if W.dtype in (torch.float32, torch.float64) else W.dtype
+        if isinstance(d_diag, torch.Tensor) and d_diag.shape == D.shape:
+            full = D.to(compute_dtype) + d_diag.to(device=D.device, dtype=compute_dtype)
+            self._warn_reference_bug(prefix, full - doconv_identity(
+                num_taps, d_mul, compute_dtype, D.device))
+        else:
+            full = D.to(compute_dtype) + doconv_identity(num_taps, d_mul, compute_dtype, D.device)
+        with torch.no_grad():
+            weight = doconv_compose(W.to(device=D.device, dtype=compute_dtype), full,
+                                    self.groups, self.kernel_size)
+        state_dict[key_weight] = weight.to(W.dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        self._weight_cache = None
+        if self.plain:
+            self._factorised_to_plain(state_dict, prefix, error_msgs)
+        else:
+            self._plain_to_factorised(state_dict, prefix, error_msgs)
+            self._reference_to_ours(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if not self.plain:
+            s += f', D_mul={self.D_mul}'
+        return s

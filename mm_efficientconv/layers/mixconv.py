@@ -1,0 +1,740 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+"""MixConv: mixed depthwise convolution (Tan & Le, BMVC 2019), and the grouped
+1x1 conv with uneven channel splits that MixNet uses.
+
+A MixConv splits the channels of a depthwise conv into ``g`` groups and gives
+group ``i`` its own kernel size (3, 5, 7, ... by default); the group outputs are
+concatenated. Because every group shares the stride and uses a centred padding,
+zero-padding each group's kernel to the largest one and running *one*
+depthwise conv computes exactly the same function. This layer has both
+evaluations:
+
+* ``'split'``: one depthwise conv per group on its channel slice, then a
+  concatenation (the paper's formulation; fewest MACs, best for training);
+* ``'fused'``: one depthwise conv with the zero-padded kernel (one launch, no
+  split/concat; in eval mode the kernel is cached while no gradient is
+  needed).
+
+:class:`MixConv` is a drop-in ``conv_cfg`` for OpenMMLab call sites: it only
+transforms *depthwise* convs and behaves exactly like ``nn.Conv2d`` elsewhere,
+so ``conv_cfg=dict(type='MixConv', kernel_sizes=(3, 5, 7))`` on mmpretrain's
+``MobileNetV2`` turns every 3x3 depthwise conv into a MixConv(3, 5, 7) and keeps
+the 1x1 convs and the dense stem as they are.
+"""
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.registry import MODELS
+
+from mm_efficientconv.layers.base import EfficientConv2d, same_padding
+
+_SPLITS = ('equal', 'exp')
+_FUSE_MODES = ('auto', 'always', 'never')
+
+
+def split_channels(channels: int, num_groups: int, split: str = 'equal') -> List[int]:
+    """Splits ``channels`` into ``num_groups`` parts.
+
+    Args:
+        channels (int): Number of channels to split (>= 0).
+        num_groups (int): Number of parts (>= 1).
+        split (str): ``'equal'``: ``channels // num_groups`` each, the remainder
+            added to the first part (the TF MixNet / timm rule, e.g. 10 in 3 ->
+            4, 3, 3). ``'exp'``: part ``i`` gets ``channels // 2 ** (i + 1)``
+            for every part but the last, which takes the rest (32 in 4 -> 16,
+            8, 4, 4). Defaults to ``'equal'``.
+
+    Returns:
+        list[int]: The part sizes; they sum to ``channels`` and may contain
+        zeros when there are too few channels (callers reject those).
+    """
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 0:
+        raise ValueError(f'channels must be a non-negative int, got {channels!r}')
+    if not isinstance(num_groups, int) or isinstance(num_groups, bool) or num_groups < 1:
+        raise ValueError(f'num_groups must be a positive int, got {num_groups!r}')
+    if split == 'equal':
+        parts = [channels // num_groups] * num_groups
+        parts[0] += channels - sum(parts)
+    elif split == 'exp':
+        parts = [channels // 2**(i + 1) for i in range(num_groups - 1)]
+        parts.append(channels - sum(parts))
+    else:
+        raise ValueError(f'split must be one of {_SPLITS}, got {split!r}')
+    return parts
+
+
+def _offsets(sizes: Sequence[int]) -> List[Tuple[int, int]]:
+    bounds, start = [], 0
+    for size in sizes:
+        bounds.append((start, start + size))
+        start += size
+    return bounds
+
+
+class _KernelCache:
+    """Caches a kernel derived from parameters in eval mode while no
+    gradient is needed.
+
+    The key holds each source tensor's ``_version`` (bumped by every in-place
+    update: optimiser steps, ``load_state_dict``, ``copy_`` under
+    ``no_grad``), ``data_ptr``, device and dtype. Writes through ``.data``
+    bypass the version counter, so owners also drop the cache on
+    ``train()``/``eval()`` and ``_apply`` (``.to()``, ``.half()``, ...) and
+    never read it in train mode. That covers mmengine's ``EMAHook``, which
+    swaps weights through ``.data`` right before its loops call
+    ``model.eval()``, and its averaged model, updated through ``.data`` while
+    in train mode. After writing ``.data`` of a module kept in eval mode, call
+    ``invalidate_cache()``.
+    """
+
+    def __init__(self) -> None:
+        self.key = None
+        self.value: Optional[torch.Tensor] = None
+
+    def clear(self) -> None:
+        self.key = None
+        self.value = None
+
+    def get(self, sources: Sequence[torch.Tensor],
+            build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        key = tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in sources)
+        if self.value is None or self.key != key:
+            with torch.no_grad():
+                self.value = build()
+            self.key = key
+        return self.value
+
+
+def _needs_grad(x: torch.Tensor, params: Sequence[Optional[torch.Tensor]]) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    return x.requires_grad or any(p is not None and p.requires_grad for p in params)
+
+
+def _can_cache(module: nn.Module, params: Sequence[torch.Tensor]) -> bool:
+    if module.training:
+        return False  # cache only in eval mode (see _KernelCache)
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return False  # never cache a tensor that carries an autograd graph
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False  # a traced graph must read the parameters, not a stale constant
+    compiler = getattr(torch, 'compiler', None)
+    if compiler is not None and compiler.is_compiling():
+        return False
+    return True
+
+
+class _CachedKernelMixin:
+    """Cache housekeeping shared by the two layers of this file."""
+
+    def invalidate_cache(self) -> None:
+        """Drops the cached fused kernel. Needed only after writing the
+        parameters through ``.data`` (which does not bump their version)
+        without a following ``train()``/``eval()`` call."""
+        cache = self.__dict__.get('_cache')
+        if cache is not None:
+            cache.clear()
+
+    def train(self, mode: bool = True):
+        self.invalidate_cache()
+        return super().train(mode)
+
+    def _apply(self, *args, **kwargs):
+        self.invalidate_cache()
+        return super()._apply(*args, **kwargs)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state)
+        state['_cache'] = _KernelCache()  # never pickle / deep-copy a cached tensor
+        return state
+
+
+@MODELS.register_module()
+class MixConv(_CachedKernelMixin, EfficientConv2d):
+    """Mixed depthwise convolution (MixConv), an ``nn.Conv2d``-compatible layer.
+
+    The input channels are split into ``g`` groups (``split``); group ``i`` is a
+    depthwise conv with kernel ``kernel_sizes[i]`` and its own centred padding;
+    the outputs are concatenated. A channel multiplier (``out_channels = m *
+    in_channels``) is supported: output group ``i`` has ``m`` times the
+    channels of input group ``i``.
+
+    **Where it applies.** Only depthwise call sites (``groups ==
+    in_channels > 1``) are transformed. Dense (``groups=1``) and grouped
+    (``1 < groups < in_channels``) call sites give *plain mode*: the layer is
+    exactly ``nn.Conv2d`` with the call-site arguments (``weight``/``bias``,
+    same state-dict keys and initialisation). A kernel list with a single
+    kernel also gives plain mode (a one-group MixConv is a depthwise conv).
+    So ``conv_cfg=dict(type='MixConv', kernel_sizes=(3, 5, 7))`` on mmpretrain's
+    ``MobileNetV2`` turns the 3x3 depthwise convs into MixConv(3, 5, 7) and
+    leaves the 1x1 convs and the dense stem plain.
+
+    **Kernel sizes.** ``kernel_sizes`` *replaces* the call-site
+    ``kernel_size``; the call-site ``padding`` must then be the centred
+    padding of the call-site kernel (``dilation * (kernel_size - 1) // 2``,
+    what every depthwise call site of mmpretrain/mmdet uses), so every group
+    keeps the call site's output size. Each group pads for its own kernel.
+
+    **Attributes.** The layer reports its *effective single kernel*:
+    ``kernel_size = (K, K)`` with ``K`` the largest kernel extent (in units
+    of ``dilation``), ``padding`` its centred padding, ``dilation`` the
+    call-site dilation and ``groups = in_channels``. ``layer.weight`` is the
+    zero-padded dense depthwise kernel ``(out, 1, K, K)`` (dilated kernels
+    expanded with zeros), so ``F.conv2d(x, layer.weight, layer.bias,
+    layer.stride, layer.padding, layer.dilation, layer.groups)`` equals
+    ``layer(x)`` (after padding ``x`` for a non-zero ``padding_mode``).
+
+    Args:
+        in_channels (int): Number of input channels.
+        out_channels (int): Number of output channels.
+        kernel_size (int | tuple[int, int]): Call-site kernel size; replaced
+            by ``kernel_sizes`` / ``num_kernels`` when given.
+        stride (int | tuple[int, int]): Stride, shared by all groups.
+            Defaults to 1.
+        padding (int | tuple[int, int] | str): Call-site padding. Defaults
+            to 0.
+        dilation (int | tuple[int, int]): Dilation of every group. Defaults
+            to 1.
+        groups (int): Call-site groups; the transform applies when it equals
+            ``in_channels``. Defaults to 1.
+        bias (bool): Whether to add a learnable bias. Defaults to True.
+        padding_mode (str): ``'zeros'``, ``'reflect'``, ``'replicate'`` or
+            ``'circular'``; exact for every mode (the input is padded once
+            for the largest kernel and cropped per group). Defaults to
+            ``'zeros'``.
+        kernel_sizes (Sequence[int], optional): Odd kernel size of each
+            group, e.g. ``(3, 5, 7)``. Defaults to None.
+        num_kernels (int, optional): Shortcut for ``kernel_sizes=(3, 5, ...,
+            2 * num_kernels + 1)``; exclusive with ``kernel_sizes``. When both
+            are None the call-site kernel is used alone (plain mode).
+            Defaults to None.
+        split (str): Channel split, ``'equal'`` (remainder to the first
+            group) or ``'exp'`` (halving, the last group takes the rest); see
+            :func:`split_channels`. Defaults to ``'equal'``.
+        dilated (bool): The paper's dilated variant: at stride 1, a group
+            with kernel ``k > 3`` becomes a 3x3 kernel with dilation
+            ``(k - 1) // 2`` (same receptive field, fewer parameters).
+            Ignored when the stride is not 1; incompatible with a call-site
+            dilation other than 1. Defaults to False.
+        fuse (str): Evaluation path. ``'auto'``: the fused single conv when
+            no gradient is needed (inference), split/concat when training.
+            ``'always'`` / ``'never'`` force fused / split. Both are exact.
+            In eval mode without gradients the fused kernel is cached (see
+            :meth:`invalidate_cache`). Defaults to ``'auto'``.
+    """
+
+    # Use channels-last group convs when training on the CPU (see
+    # ``forward_split``). Exact either way; a class attribute for benchmarks.
+    _channels_last_grad = True
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size,
+                 stride=1,
+                 padding=0,
+                 dilation=1,
+                 groups: int = 1,
+                 bias: bool = True,
+                 padding_mode: str = 'zeros',
+                 *,
+                 kernel_sizes: Optional[Sequence[int]] = None,
+                 num_kernels: Optional[int] = None,
+                 split: str = 'equal',
+                 dilated: bool = False,
+                 fuse: str = 'auto') -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode)
+        self.__dict__['_cache'] = _KernelCache()
+        if fuse not in _FUSE_MODES:
+            raise ValueError(f'fuse must be one of {_FUSE_MODES}, got {fuse!r}')
+        if split not in _SPLITS:
+            raise ValueError(f'split must be one of {_SPLITS}, got {split!r}')
+        if not isinstance(dilated, bool):
+            raise ValueError(f'dilated must be a bool, got {dilated!r}')
+        self.fuse_mode = fuse
+        self.split = split
+        self.dilated = dilated
+        requested = self._requested_kernel_sizes(kernel_sizes, num_kernels)
+
+        # Per-group state; empty in plain mode.
+        self.kernel_sizes: Tuple[int, ...] = ()
+        self.in_splits: Tuple[int, ...] = ()
+        self.out_splits: Tuple[int, ...] = ()
+        self.group_dilations: Tuple[int, ...] = ()  # in units of self.dilation
+
+        depthwise = groups == in_channels and in_channels > 1
+        if not depthwise:
+            # Dense or grouped call site: exactly nn.Conv2d with its arguments.
+            self._init_plain_conv(bias)
+            return
+        if requested is not None:
+            self._check_centred_padding()
+            sizes = requested
+        else:
+            if self.kernel_size[0] != self.kernel_size[1]:
+                # A non-square depthwise kernel with no kernel list: nothing to mix.
+                self._init_plain_conv(bias)
+                return
+            sizes = (self.kernel_size[0], )
+        if dilated and self.dilation != (1, 1):
+            raise ValueError(f'dilated=True needs dilation=1 at the call site, got '
+                             f'dilation={self.dilation}')
+        use_dilation = dilated and self.stride == (1, 1)
+        kernels, dilations = [], []
+        for k in sizes:
+            if use_dilation and k > 3:
+                kernels.append(3)
+                dilations.append((k - 1) // 2)
+            else:
+                kernels.append(k)
+                dilations.append(1)
+        extent = max(d * (k - 1) + 1 for k, d in zip(kernels, dilations))
+        if len(sizes) == 1:
+            # One group is a depthwise conv: plain mode with that group's geometry.
+            self.kernel_size = (kernels[0], kernels[0])
+            self.dilation = tuple(dilations[0] * d for d in self.dilation)
+            self.padding = same_padding(self.kernel_size, self.dilation)
+            self._init_plain_conv(bias)
+            return
+
+        in_splits = split_channels(in_channels, len(sizes), split)
+        if min(in_splits) == 0:
+            raise ValueError(f'kernel_sizes={tuple(sizes)} cannot split in_channels='
+                             f'{in_channels} with split={split!r}: got {in_splits}, a group '
+                             'would have 0 channels; use fewer kernels or more channels')
+        multiplier = out_channels // in_channels
+        self.kernel_sizes = tuple(sizes)
+        self.in_splits = tuple(in_splits)
+        self.out_splits = tuple(c * multiplier for c in in_splits)
+        self.group_dilations = tuple(dilations)
+        self._group_kernels = tuple(kernels)
+        self.kernel_size = (extent, extent)
+        self.padding = same_padding(self.kernel_size, self.dilation)
+        self.kernels = nn.ParameterList(
+            [nn.Parameter(torch.empty(o, 1, k, k)) for o, k in zip(self.out_splits, kernels)])
+        self._init_bias(bias)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------ arguments
+    @staticmethod
+    def _requested_kernel_sizes(kernel_sizes, num_kernels) -> Optional[Tuple[int, ...]]:
+        if kernel_sizes is not None and num_kernels is not None:
+            raise ValueError('give either kernel_sizes or num_kernels, not both (got '
+                             f'kernel_sizes={kernel_sizes!r}, num_kernels={num_kernels!r})')
+        if num_kernels is not None:
+            if not isinstance(num_kernels, int) or isinstance(num_kernels, bool) \
+                    or num_kernels < 1:
+                raise ValueError(f'num_kernels must be a positive int, got {num_kernels!r}')
+            return tuple(2 * i + 3 for i in range(num_kernels))
+        if kernel_sizes is None:
+            return None
+        if isinstance(kernel_sizes, int) and not isinstance(kernel_sizes, bool):
+            kernel_sizes = (kernel_sizes, )
+        try:
+            sizes = tuple(kernel_sizes)
+        except TypeError:
+            raise ValueError(f'kernel_sizes must be a sequence of odd ints, got '
+                             f'{kernel_sizes!r}') from None
+        if not sizes or not all(
+                isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2 == 1
+                for k in sizes):
+            raise ValueError(f'kernel_sizes must be a non-empty sequence of odd ints >= 1, '
+                             f'got {kernel_sizes!r}')
+        return sizes
+
+    def _check_centred_padding(self) -> None:
+        centred = tuple(d * (k - 1) / 2 for k, d in zip(self.kernel_size, self.dilation))
+        if tuple(self.padding) != centred:
+            raise ValueError(
+                f'padding={self.padding} must be the centred padding of the call-site '
+                f'kernel_size={self.kernel_size} (dilation={self.dilation}) when kernel_sizes '
+                'replaces it, i.e. dilation * (kernel_size - 1) // 2 with an odd kernel')
+
+    # ------------------------------------------------------------- parameters
+    def reset_parameters(self) -> None:
+        """Initialises every group like an independent depthwise
+        ``nn.Conv2d`` (PyTorch's default init)."""
+        if self.plain:
+            self.reset_plain_parameters()
+            return
+        biases = self._group_biases()
+        for kernel, bias in zip(self.kernels, biases):
+            nn.init.kaiming_uniform_(kernel, a=5**0.5)
+            if bias is not None:
+                fan_in = kernel.shape[1] * kernel.shape[2] * kernel.shape[3]
+                bound = 1 / fan_in**0.5
+                with torch.no_grad():
+                    bias.uniform_(-bound, bound)
+
+    def init_weights(self) -> None:
+        """Kaiming-normal (fan-out, ReLU) init of each group kernel, as mmcv
+        gives a depthwise conv, and zero bias."""
+        if self.plain:
+            super().init_weights()
+            return
+        for kernel in self.kernels:
+            nn.init.kaiming_normal_(kernel, mode='fan_out', nonlinearity='relu')
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def _group_biases(self) -> List[Optional[torch.Tensor]]:
+        if self.bias is None:
+            return [None] * len(self.out_splits)
+        return list(self.bias.split(self.out_splits))
+
+    def _group_padding(self, i: int) -> Tuple[int, int]:
+        """Centred padding (in pixels) of group ``i``."""
+        k, g = self._group_kernels[i], self.group_dilations[i]
+        return tuple(g * d * (k - 1) // 2 for d in self.dilation)
+
+    # ----------------------------------------------------------- dense kernel
+    def _dense_kernel(self, kernels: Sequence[torch.Tensor]) -> torch.Tensor:
+        (K, _), ref = self.kernel_size, kernels[0]
+        weight = ref.new_zeros(self.out_channels, 1, K, K)
+        for (lo, hi), kernel, k, g in zip(_offsets(self.out_splits), kernels,
+                                         self._group_kernels, self.group_dilations):
+            ext = g * (k - 1) + 1
+            start = (K - ext) // 2
+            weight[lo:hi, :, start:start + ext:g, start:start + ext:g] = kernel
+        return weight
+
+    def compute_weight(self) -> torch.Tensor:
+        """The zero-padded dense depthwise kernel ``(out, 1, K, K)``
+        (differentiable)."""
+        return self._dense_kernel(list(self.kernels))
+
+    def _fused_weight(self) -> torch.Tensor:
+        kernels = list(self.kernels)
+        if _can_cache(self, kernels):
+            return self._cache.get(kernels, self.compute_weight)
+        return self.compute_weight()
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.plain:
+            return self._plain_forward(x)
+        if self.fuse_mode == 'always' or (
+                self.fuse_mode == 'auto' and not _needs_grad(x, [*self.kernels, self.bias])):
+            return self.forward_fused(x)
+        return self.forward_split(x)
+
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """One depthwise conv with the zero-padded kernel."""
+        return self._conv_forward(x, self._fused_weight(), self.bias)
+
+    def forward_split(self, x: torch.Tensor) -> torch.Tensor:
+        """One depthwise conv per group on its channel slice, then concat."""
+        biases = self._group_biases()
+        if self.padding_mode == 'zeros':
+            inputs = x.split(self.in_splits, 1)
+            paddings = [self._group_padding(i) for i in range(len(self.in_splits))]
+        else:
+            # Pad once for the largest kernel; a centred crop of it is exactly
+            # the padding of each smaller group (true for every padding mode).
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            H, W = x.shape[-2:]
+            inputs, paddings = [], []
+            for i, xi in enumerate(x.split(self.in_splits, 1)):
+                ch, cw = (P - p for P, p in zip(self.padding, self._group_padding(i)))
+                inputs.append(xi[..., ch:H - ch, cw:W - cw])
+                paddings.append((0, 0))
+        # On the CPU, oneDNN computes the weight gradient of a depthwise conv
+        # with a kernel larger than 3x3 through a slow im2col+GEMM path for
+        # NCHW tensors, but with a direct kernel for channels-last ones. Each
+        # group's slice is copied anyway (a channel slice is not contiguous),
+        # so copying it to channels-last costs nothing extra; fwd+bwd of
+        # MixConv(3, 5, 7, 9) gets ~3x faster. Inference keeps NCHW (faster).
+        channels_last = self._channels_last_grad and x.device.type == 'cpu' and \
+            torch.is_grad_enabled() and any(k.requires_grad for k in self.kernels)
+        if channels_last:
+            inputs = [xi.contiguous(memory_format=torch.channels_last) for xi in inputs]
+        outs = [
+            F.conv2d(xi, kernel, bias, self.stride, pad,
+                     tuple(g * d for d in self.dilation), xi.shape[1])
+            for xi, kernel, bias, pad, g in zip(inputs, self.kernels, biases, paddings,
+                                                 self.group_dilations)
+        ]
+        out = torch.cat(outs, 1)
+        if channels_last and not x.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous()  # hand back the caller's memory format
+        return out
+
+    # ----------------------------------------------------------------- deploy
+    def switch_to_deploy(self) -> nn.Module:
+        """Folds the groups into one depthwise conv.
+
+        In place, the layer becomes plain (a ``weight`` Parameter holding the
+        zero-padded kernel; ``kernels`` is deleted; ``deploy=True``). Returns a
+        new ``nn.Conv2d`` (depthwise, ``kernel_size=(K, K)``) computing the same
+        function, which the parent should hold. Idempotent.
+        """
+        if self.plain:
+            self.deploy = True
+            return self.to_plain_conv()
+        with torch.no_grad():
+            weight = self.compute_weight().detach().clone()
+        requires_grad = self.kernels[0].requires_grad
+        del self.kernels
+        self._parameters['weight'] = nn.Parameter(weight, requires_grad=requires_grad)
+        self.plain = True
+        self.deploy = True
+        self.invalidate_cache()
+        return self.to_plain_conv()
+
+    # ------------------------------------------------------------ state dicts
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        """Converts between the two parameterisations on load.
+
+        * A dense ``weight`` (a deployed checkpoint, or a stock depthwise conv)
+          loading into a transform-mode layer: each group takes the centred
+          ``k x k`` window of its output rows (zero-padded if the dense kernel
+          is smaller), then its dilated taps. This is exact when the weight
+          came from a MixConv of the same configuration (its outer ring is
+          zero); otherwise taps outside a group's kernel are dropped. A stock
+          3x3 depthwise kernel loads function-preserving into non-dilated
+          groups (it is zero-padded).
+        * ``kernels.*`` (a training checkpoint) loading into a layer deployed
+          in place: they are folded into the dense ``weight``.
+        """
+        if self.kernel_sizes:
+            wkey = prefix + 'weight'
+            kkeys = [f'{prefix}kernels.{i}' for i in range(len(self.kernel_sizes))]
+            if not self.plain and wkey in state_dict and kkeys[0] not in state_dict:
+                dense = state_dict.pop(wkey)
+                try:
+                    for key, kernel in zip(kkeys, self._split_dense(dense)):
+                        state_dict[key] = kernel
+                except ValueError as err:
+                    error_msgs.append(f'{wkey}: {err}')
+            elif self.plain and wkey not in state_dict and all(k in state_dict for k in kkeys):
+                kernels = [state_dict.pop(k) for k in kkeys]
+                state_dict[wkey] = self._dense_kernel(kernels)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def _split_dense(self, dense: torch.Tensor) -> List[torch.Tensor]:
+        Kd = dense.shape[-1]
+        if dense.dim() != 4 or dense.shape[:2] != (self.out_channels, 1) \
+                or dense.shape[2] != Kd or Kd % 2 == 0:
+            raise ValueError(f'cannot load a dense kernel of shape {tuple(dense.shape)} into '
+                             f'MixConv groups {self.kernel_sizes}; expected '
+                             f'({self.out_channels}, 1, K, K) with an odd K')
+        kernels = []
+        for (lo, hi), k, g in zip(_offsets(self.out_splits), self._group_kernels,
+                                  self.group_dilations):
+            ext = g * (k - 1) + 1
+            rows = dense[lo:hi]
+            if Kd >= ext:
+                s = (Kd - ext) // 2
+                window = rows[..., s:s + ext, s:s + ext]
+            else:
+                p = (ext - Kd) // 2
+                window = F.pad(rows, (p, p, p, p))
+            kernels.append(window[..., ::g, ::g].clone())
+        return kernels
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.kernel_sizes:
+            s += (f', kernel_sizes={self.kernel_sizes}, splits={self.in_splits}, '
+                  f'split={self.split!r}, dilated={self.dilated}, fuse={self.fuse_mode!r}')
+        return s
+
+
+@MODELS.register_module()
+class MixGroupedPointwise(_CachedKernelMixin, EfficientConv2d):
+    """MixNet's grouped 1x1 conv: the channels are split into ``num_splits``
+    parts with the equal rule (remainder to the first part) and part ``i`` is
+    a dense 1x1 conv ``in_i -> out_i``; outputs are concatenated. Unlike
+    ``nn.Conv2d(groups=n)`` the splits may be uneven (TF MixNet's
+    ``GroupedConv2D``).
+
+    ``weight`` is the equivalent block-diagonal dense kernel ``(out, in, 1, 1)``
+    with ``groups = 1``. When both channel counts divide by ``num_splits`` the
+    forward is one grouped conv, and :meth:`switch_to_deploy` returns
+    ``nn.Conv2d(in, out, 1, groups=num_splits)``; otherwise the forward is
+    split/concat and the layer is its own deploy form. ``num_splits=1`` gives
+    plain mode (exactly ``nn.Conv2d``).
+
+    Args:
+        in_channels (int): Number of input channels.
+        out_channels (int): Number of output channels.
+        kernel_size (int | tuple[int, int]): Must be 1. Defaults to 1.
+        stride (int | tuple[int, int]): Stride. Defaults to 1.
+        padding (int | tuple[int, int] | str): Padding. Defaults to 0.
+        dilation (int | tuple[int, int]): Dilation (no effect on a 1x1
+            kernel). Defaults to 1.
+        groups (int): Must be 1 at the call site; the grouping comes from
+            ``num_splits``. Defaults to 1.
+        bias (bool): Whether to add a learnable bias. Defaults to True.
+        padding_mode (str): As in ``nn.Conv2d``. Defaults to ``'zeros'``.
+        num_splits (int): Number of channel parts. Defaults to 2.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size=1,
+                 stride=1,
+                 padding=0,
+                 dilation=1,
+                 groups: int = 1,
+                 bias: bool = True,
+                 padding_mode: str = 'zeros',
+                 *,
+                 num_splits: int = 2) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode)
+        self.__dict__['_cache'] = _KernelCache()
+        if self.kernel_size != (1, 1):
+            raise ValueError(f'kernel_size must be 1 for MixGroupedPointwise, got '
+                             f'{kernel_size!r}')
+        if groups != 1:
+            raise ValueError(f'groups must be 1 for MixGroupedPointwise (use num_splits), got '
+                             f'{groups!r}')
+        if not isinstance(num_splits, int) or isinstance(num_splits, bool) or num_splits < 1:
+            raise ValueError(f'num_splits must be a positive int, got {num_splits!r}')
+        self.num_splits = num_splits
+        self.in_splits: Tuple[int, ...] = ()
+        self.out_splits: Tuple[int, ...] = ()
+        if num_splits == 1:
+            self._init_plain_conv(bias)
+            return
+        in_splits = split_channels(in_channels, num_splits)
+        out_splits = split_channels(out_channels, num_splits)
+        if min(in_splits) == 0 or min(out_splits) == 0:
+            raise ValueError(f'num_splits={num_splits} is too large for in_channels='
+                             f'{in_channels} / out_channels={out_channels}: splits '
+                             f'{in_splits} / {out_splits} contain 0 channels')
+        self.in_splits = tuple(in_splits)
+        self.out_splits = tuple(out_splits)
+        self.even = in_channels % num_splits == 0 and out_channels % num_splits == 0
+        self.kernels = nn.ParameterList(
+            [nn.Parameter(torch.empty(o, i, 1, 1)) for i, o in zip(in_splits, out_splits)])
+        self._init_bias(bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialises every part like an independent ``nn.Conv2d``."""
+        if self.plain:
+            self.reset_plain_parameters()
+            return
+        for kernel, bias in zip(self.kernels, self._part_biases()):
+            nn.init.kaiming_uniform_(kernel, a=5**0.5)
+            if bias is not None:
+                bound = 1 / kernel.shape[1]**0.5
+                with torch.no_grad():
+                    bias.uniform_(-bound, bound)
+
+    def init_weights(self) -> None:
+        """Kaiming-normal (fan-out, ReLU) init of each part, zero bias."""
+        if self.plain:
+            super().init_weights()
+            return
+        for kernel in self.kernels:
+            nn.init.kaiming_normal_(kernel, mode='fan_out', nonlinearity='relu')
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def _part_biases(self) -> List[Optional[torch.Tensor]]:
+        if self.bias is None:
+            return [None] * self.num_splits
+        return list(self.bias.split(self.out_splits))
+
+    def _block_diagonal(self, kernels: Sequence[torch.Tensor]) -> torch.Tensor:
+        weight = kernels[0].new_zeros(self.out_channels, self.in_channels, 1, 1)
+        for (olo, ohi), (ilo, ihi), kernel in zip(_offsets(self.out_splits),
+                                                   _offsets(self.in_splits), kernels):
+            weight[olo:ohi, ilo:ihi] = kernel
+        return weight
+
+    def compute_weight(self) -> torch.Tensor:
+        """Block-diagonal dense kernel ``(out, in, 1, 1)`` (differentiable)."""
+        return self._block_diagonal(list(self.kernels))
+
+    def _grouped_weight(self) -> torch.Tensor:
+        kernels = list(self.kernels)
+        if _can_cache(self, kernels):
+            return self._cache.get(kernels, lambda: torch.cat(kernels, 0))
+        return torch.cat(kernels, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.plain:
+            return self._plain_forward(x)
+        if self.padding_mode != 'zeros':
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = (0, 0)
+        else:
+            padding = self.padding
+        if self.even:
+            return F.conv2d(x, self._grouped_weight(), self.bias, self.stride, padding,
+                            self.dilation, self.num_splits)
+        outs = [
+            F.conv2d(xi, kernel, bias, self.stride, padding, self.dilation)
+            for xi, kernel, bias in zip(x.split(self.in_splits, 1), self.kernels,
+                                        self._part_biases())
+        ]
+        return torch.cat(outs, 1)
+
+    def switch_to_deploy(self) -> nn.Module:
+        """Even splits: becomes (in place) a plain grouped conv with
+        ``groups = num_splits`` and returns the equal
+        ``nn.Conv2d(in, out, 1, groups=num_splits)``. Uneven splits: the
+        split/concat layer is already its inference form; it is marked
+        ``deploy=True`` and returned. Idempotent."""
+        if self.plain:
+            self.deploy = True
+            return self.to_plain_conv()
+        if not self.even:
+            self.deploy = True
+            return self
+        with torch.no_grad():
+            weight = torch.cat([k.detach() for k in self.kernels], 0).clone()
+        requires_grad = self.kernels[0].requires_grad
+        del self.kernels
+        self._parameters['weight'] = nn.Parameter(weight, requires_grad=requires_grad)
+        self.groups = self.num_splits
+        self.plain = True
+        self.deploy = True
+        self.invalidate_cache()
+        return self.to_plain_conv()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        """Loads a deployed checkpoint (grouped ``weight`` ``(out, in / n, 1,
+        1)``, or a block-diagonal ``(out, in, 1, 1)``) into the split form,
+        and a split checkpoint (``kernels.*``) into a layer deployed in
+        place."""
+        if self.in_splits:
+            wkey = prefix + 'weight'
+            kkeys = [f'{prefix}kernels.{i}' for i in range(self.num_splits)]
+            if not self.plain and wkey in state_dict and kkeys[0] not in state_dict:
+                dense = state_dict.pop(wkey)
+                grouped = (self.out_channels, self.in_channels // self.num_splits, 1, 1)
+                full = (self.out_channels, self.in_channels, 1, 1)
+                if self.even and tuple(dense.shape) == grouped:
+                    parts = dense.split(self.out_splits, 0)
+                elif tuple(dense.shape) == full:
+                    parts = [dense[olo:ohi, ilo:ihi] for (olo, ohi), (ilo, ihi) in zip(
+                        _offsets(self.out_splits), _offsets(self.in_splits))]
+                else:
+                    parts = None
+                    error_msgs.append(f'{wkey}: cannot load shape {tuple(dense.shape)}; '
+                                      f'expected {full}' + (f' or {grouped}' if self.even else ''))
+                for key, part in zip(kkeys, parts or ()):
+                    state_dict[key] = part.clone()
+            elif self.plain and wkey not in state_dict and all(k in state_dict for k in kkeys):
+                state_dict[wkey] = torch.cat([state_dict.pop(k) for k in kkeys], 0)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.in_splits:
+            s += f', num_splits={self.num_splits}, splits={self.in_splits}->{self.out_splits}'
+        return s

@@ -1,0 +1,184 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+"""tools/misc/dry_run.py: every config trains for 2 iterations on its mini
+dataset and validates with its real metric; one 2-process (gloo) run per
+codebase through torchrun; unsupported dataset types exit with status 2.
+
+Each run is a subprocess (a fresh interpreter, like a user's command line).
+"""
+import glob
+import importlib.util
+import json
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DRY_RUN = osp.join(ROOT, 'tools', 'misc', 'dry_run.py')
+CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
+IDS = [osp.relpath(p, osp.join(ROOT, 'configs')) for p in CONFIGS]
+EXPECTED_KEYS = {
+    'Accuracy': 'accuracy/top1',
+    'CocoMetric': 'coco/bbox_mAP',
+    'IoUMetric': 'mIoU',
+}
+TIMEOUT = 600
+
+
+def _env(threads=None):
+    env = dict(os.environ)
+    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    env['PYTHONWARNINGS'] = 'ignore'
+    if threads:
+        env['OMP_NUM_THREADS'] = str(threads)
+    return env
+
+
+def _run(cmd, env=None, timeout=TIMEOUT):
+    proc = subprocess.run(cmd, cwd=ROOT, env=env or _env(), capture_output=True, text=True,
+                          timeout=timeout)
+    return proc, proc.stdout + proc.stderr
+
+
+def _expected_key(cfg):
+    evaluator = cfg.val_evaluator
+    evaluator = evaluator[0] if isinstance(evaluator, (list, tuple)) else evaluator
+    return EXPECTED_KEYS[evaluator['type']]
+
+
+def _uses_ortho_reg(cfg):
+    return any(h.get('type') == 'OrthoRegHook' for h in cfg.get('custom_hooks') or [])
+
+
+def _check_result(cfg_path, work_dir, proc, output, world_size=1):
+    assert proc.returncode == 0, output[-6000:]
+    with open(osp.join(work_dir, 'dry_run_result.json')) as f:
+        result = json.load(f)
+    cfg = Config.fromfile(cfg_path)
+    key = _expected_key(cfg)
+    assert result['metric_key'].endswith(key), result
+    assert result['metric'] is not None and result['metric_key'] in result['metrics']
+    assert f'dry-run metric: {result["metric_key"]} = ' in output
+    assert result['iters'] == 2 and result['world_size'] == world_size
+    # the training iterations really ran (losses were logged every iteration)
+    assert 'loss' in result['loss_keys']
+    assert 'Iter(train) [2/2]' in output
+    if _uses_ortho_reg(cfg):
+        assert 'loss_ortho' in result['loss_keys']
+        assert 'loss_ortho:' in output
+    # the mini dataset is removed afterwards
+    assert not osp.exists(osp.join(work_dir, 'dry_run_data'))
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('cfg_path', CONFIGS, ids=IDS)
+def test_dry_run(cfg_path, tmp_path):
+    work_dir = str(tmp_path / 'work')
+    proc, output = _run(
+        [sys.executable, DRY_RUN, cfg_path, '--work-dir', work_dir, '--iters', '2'])
+    _check_result(cfg_path, work_dir, proc, output)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+DIST_CONFIGS = {
+    # BSConv-S through DDP: the regulariser must reach the loss through the wrapper
+    'mmpretrain': 'bsconv/mobilenet-v3-large-bsconvs_8xb32_stanford-dogs.py',
+    'mmdet': 'doconv/faster-rcnn_r50-doconv_fpn_1x_coco.py',
+    'mmseg': 'doconv/deeplabv3_r50-d8-doconv_4xb4-20k_voc12aug-512x512.py',
+}
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+@pytest.mark.parametrize('codebase', sorted(DIST_CONFIGS))
+def test_dist_dry_run(codebase, tmp_path):
+    """2 processes on the CPU (gloo), launched like tools/dist_train.sh does
+    (torch.distributed.run + --launcher pytorch)."""
+    cfg_path = osp.join(ROOT, 'configs', DIST_CONFIGS[codebase])
+    work_dir = str(tmp_path / 'work')
+    cmd = [
+        sys.executable, '-m', 'torch.distributed.run', '--nnodes=1', '--node_rank=0',
+        '--master_addr=127.0.0.1', '--nproc_per_node=2', f'--master_port={_free_port()}',
+        DRY_RUN, cfg_path, '--work-dir', work_dir, '--iters', '2', '--launcher', 'pytorch'
+    ]
+    proc, output = _run(cmd, env=_env(threads=1))
+    result = _check_result(cfg_path, work_dir, proc, output, world_size=2)
+    assert Config.fromfile(cfg_path).default_scope == codebase
+    assert result['world_size'] == 2
+
+
+UNSUPPORTED_CFG = """
+_base_ = [
+    'mmpretrain::_base_/datasets/cub_bs8_448.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='ResNet', depth=18),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes=200, in_channels=512))
+"""
+
+
+def test_unsupported_dataset_type_exits_2(tmp_path):
+    cfg_file = tmp_path / 'cub_cfg.py'
+    cfg_file.write_text(UNSUPPORTED_CFG)
+    proc, output = _run([sys.executable, DRY_RUN, str(cfg_file), '--work-dir',
+                         str(tmp_path / 'work')], timeout=300)
+    assert proc.returncode == 2, output[-3000:]
+    assert 'no mini-dataset writer for train_dataloader: CUB' in proc.stderr
+    assert 'Supported dataset types: ' in proc.stderr
+    for name in ('CIFAR10', 'CIFAR100', 'CityscapesDataset', 'CocoDataset', 'CustomDataset',
+                 'ImageNet', 'PascalVOCDataset'):
+        assert name in proc.stderr
+    assert not osp.exists(tmp_path / 'work' / 'dry_run_data')
+
+
+# ----------------------------------------------------------------------------- helpers
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('dry_run_tool', DRY_RUN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shrink_keeps_transform_types_and_ratios():
+    tool = _load_tool()
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs', 'doconv',
+                 'deeplabv3_r50-d8-doconv_4xb2-80k_cityscapes-512x1024.py'))
+    types_before = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
+    factor = tool.shrink_factor(cfg, 64)
+    assert factor == pytest.approx(64 / 1024)
+    tool.shrink_sizes(cfg, factor)
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert [t['type'] for t in pipeline] == types_before
+    sizes = {t['type']: t for t in pipeline}
+    assert tuple(sizes['RandomResize']['scale']) == (128, 64)
+    assert sizes['RandomResize']['ratio_range'] == (0.5, 2.0)
+    assert tuple(sizes['RandomCrop']['crop_size']) == (32, 64)
+    assert tuple(cfg.model.data_preprocessor['size']) == (32, 64)
+    test_resize = cfg.val_dataloader.dataset.pipeline[1]
+    assert test_resize['type'] == 'Resize' and tuple(test_resize['scale']) == (128, 64)
+
+
+def test_detect_formats_through_wrappers():
+    tool = _load_tool()
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs', 'doconv', 'deeplabv3_r50-d8-doconv_4xb4-20k_voc12aug-512x512.py'))
+    formats = tool.detect_formats(cfg)
+    assert [f for f, _ in formats['train_dataloader']] == ['voc12aug', 'voc12aug']
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mixnet', 'ssdlite_mixnet-s_8xb24-600e_coco.py'))
+    assert cfg.train_dataloader.dataset.type == 'RepeatDataset'
+    assert [f for f, _ in tool.detect_formats(cfg)['train_dataloader']] == ['coco']
+    assert tool.task_of(tool.detect_formats(cfg)) == 'det'
