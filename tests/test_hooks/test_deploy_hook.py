@@ -7,8 +7,7 @@ import torch
 import torch.nn as nn
 from mmengine.registry import DATASETS, MODELS, init_default_scope
 
-import mm_efficientconv  # noqa: F401
-import mm_efficientconv.layers.doconv  # noqa: F401  (registers DOConv)
+import mm_efficientconv  # noqa: F401  (registers the layers and hooks)
 from mm_efficientconv.hooks.deploy import ConvDeployHook, plain_meta
 from mm_efficientconv.layers.deploy import count_deployable
 

@@ -10,8 +10,7 @@ import torch
 import torch.nn as nn
 from mmengine.registry import DATASETS, MODELS, init_default_scope
 
-import mm_efficientconv  # noqa: F401
-import mm_efficientconv.layers.bsconv  # noqa: F401  (registers BSConvS)
+import mm_efficientconv  # noqa: F401  (registers the layers and hooks)
 from mm_efficientconv.hooks.ortho_reg import OrthoRegHook, regularised_modules
 
 NUM_CLASSES = 3

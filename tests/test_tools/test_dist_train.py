@@ -54,8 +54,7 @@ class RecordRankLosses(Hook):
 
 CONFIG = '''
 default_scope = 'mmpretrain'
-custom_imports = dict(imports=['mm_efficientconv', 'mm_efficientconv.layers.bsconv',
-                               'mm_efficientconv.hooks', 'dist_probe_hook'],
+custom_imports = dict(imports=['mm_efficientconv', 'dist_probe_hook'],
                       allow_failed_imports=False)
 model = dict(
     type='ImageClassifier',

@@ -21,8 +21,7 @@ TOOL = REPO / 'tools' / 'deploy' / 'export_onnx.py'
 
 CONFIG = """
 default_scope = 'mmpretrain'
-custom_imports = dict(imports=['mm_efficientconv', 'mm_efficientconv.layers.doconv',
-                               'mm_efficientconv.layers.mixconv'], allow_failed_imports=False)
+custom_imports = dict(imports=['mm_efficientconv'], allow_failed_imports=False)
 model = dict(
     type='ImageClassifier',
     data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=3, mean=[127.5] * 3,

@@ -33,8 +33,7 @@ test_dataloader = dict(batch_size=2, num_workers=0,
                        dataset=dict(type='CustomDataset', data_root='unused',
                                     pipeline=test_pipeline))
 """
-PLUGIN_IMPORTS = ("custom_imports = dict(imports=['mm_efficientconv', "
-                  "'mm_efficientconv.layers.doconv'], allow_failed_imports=False)")
+PLUGIN_IMPORTS = "custom_imports = dict(imports=['mm_efficientconv'], allow_failed_imports=False)"
 
 
 @pytest.fixture(autouse=True, scope='module')
