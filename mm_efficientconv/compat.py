@@ -12,6 +12,14 @@ Instead of switching the safe loader off, we allow-list exactly these
 classes, and map the ``getattr`` global to :func:`_restricted_getattr`, which
 only resolves public attributes of the allow-listed mmengine classes (a general
 ``getattr`` would make the safe loader unsafe: it reaches any callable).
+
+Distributed training without a GPU (CI, laptops)
+------------------------------------------------
+mmengine 0.10.7's ``pytorch`` launcher calls ``torch.cuda.set_device`` even
+for the ``gloo`` backend, and the Runner's default DDP wrapper passes
+``device_ids=[LOCAL_RANK]``, which torch rejects for CPU modules. Where no GPU
+is visible we initialise the process group without touching CUDA and give CPU
+modules ``device_ids=None``. With a GPU, nothing changes.
 """
 import collections
 import pickle
@@ -71,6 +79,38 @@ def allow_mmengine_checkpoints_in_safe_loading() -> None:
     ])
 
 
+def allow_cpu_distributed() -> None:
+    """Lets ``tools/dist_train.sh`` (torchrun + mmengine's pytorch launcher)
+    run on machines without a GPU, with the ``gloo`` backend. Idempotent."""
+    from mmengine.dist import utils as dist_utils
+    from mmengine.model import MMDistributedDataParallel
+
+    launcher = dist_utils._init_dist_pytorch
+    if not getattr(launcher, '_mm_efficientconv_cpu', False):
+
+        def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
+            if torch.cuda.is_available() or init_backend != 'torch':
+                return launcher(backend, init_backend=init_backend, **kwargs)
+            # what mmengine does, minus torch.cuda.set_device(LOCAL_RANK)
+            torch.distributed.init_process_group(backend=backend, **kwargs)
+
+        _init_dist_pytorch._mm_efficientconv_cpu = True
+        dist_utils._init_dist_pytorch = _init_dist_pytorch
+
+    ddp_init = MMDistributedDataParallel.__init__
+    if not getattr(ddp_init, '_mm_efficientconv_cpu', False):
+
+        def __init__(self, module, detect_anomalous_params=False, **kwargs):
+            on_cpu = all(p.device.type == 'cpu' for p in module.parameters())
+            if on_cpu and not torch.cuda.is_available() and kwargs.get('device_ids') is not None:
+                kwargs['device_ids'] = None  # torch rejects device_ids for CPU modules
+            ddp_init(self, module, detect_anomalous_params=detect_anomalous_params, **kwargs)
+
+        __init__._mm_efficientconv_cpu = True
+        MMDistributedDataParallel.__init__ = __init__
+
+
 def apply() -> None:
     """Applies every compatibility fix of the package."""
     allow_mmengine_checkpoints_in_safe_loading()
+    allow_cpu_distributed()

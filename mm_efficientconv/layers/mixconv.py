@@ -429,6 +429,7 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
     def forward_split(self, x: torch.Tensor) -> torch.Tensor:
         """One depthwise conv per group on its channel slice, then concat."""
         biases = self._group_biases()
+        caller_channels_last = x.is_contiguous(memory_format=torch.channels_last)
         if self.padding_mode == 'zeros':
             inputs = x.split(self.in_splits, 1)
             paddings = [self._group_padding(i) for i in range(len(self.in_splits))]
@@ -459,7 +460,7 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
                                                  self.group_dilations)
         ]
         out = torch.cat(outs, 1)
-        if channels_last and not x.is_contiguous(memory_format=torch.channels_last):
+        if channels_last and not caller_channels_last:
             out = out.contiguous()  # hand back the caller's memory format
         return out
 

@@ -207,10 +207,11 @@ def test_gradients_reach_every_parameter(kwargs, splits):
             assert (grads[fuse][name] - g).abs().max() <= TOL * scale, (fuse, name)
 
 
+@pytest.mark.parametrize('padding_mode', ['zeros', 'reflect'])
 @pytest.mark.parametrize('channels_last_input', [False, True])
-def test_memory_format_is_kept(channels_last_input):
+def test_memory_format_is_kept(channels_last_input, padding_mode):
     kwargs = dict(c=12, kernel_sizes=(3, 5, 7))
-    layer = _build(**kwargs)
+    layer = _build(padding_mode=padding_mode, **kwargs)
     x = _input(layer)
     fmt = torch.channels_last if channels_last_input else torch.contiguous_format
     x = x.contiguous(memory_format=fmt).requires_grad_()

@@ -21,22 +21,8 @@ SCRIPT = REPO / 'tools' / 'dist_train.sh'
 PROBE_MODULE = '''
 import os.path as osp
 
-import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
-
-if not torch.cuda.is_available():
-    # mmengine 0.10.7's pytorch launcher calls torch.cuda.set_device() unconditionally,
-    # which raises on a machine without a GPU; initialise the gloo group without it.
-    from mmengine.dist import utils as _dist_utils
-    _original = _dist_utils._init_dist_pytorch
-
-    def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
-        if backend != 'gloo' or init_backend != 'torch':
-            return _original(backend, init_backend=init_backend, **kwargs)
-        torch.distributed.init_process_group(backend=backend, **kwargs)
-
-    _dist_utils._init_dist_pytorch = _init_dist_pytorch
 
 
 @HOOKS.register_module()
@@ -77,8 +63,6 @@ custom_hooks = [dict(type='OrthoRegHook', alpha=0.01),
                 dict(type='RecordRankLosses', out_dir={out!r})]
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='gloo'))
-# CPU DDP: the default wrapper passes device_ids=[LOCAL_RANK], which torch rejects for CPU modules
-model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
 randomness = dict(seed=0)
 log_level = 'INFO'
 test_dataloader = dict(

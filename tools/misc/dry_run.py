@@ -70,7 +70,8 @@ DATASET_FORMATS: Dict[str, Tuple[str, str]] = {
     'CustomDataset': ('stanford_dogs', 'cls'),
 }
 
-# format -> writer call (mini sizes: 2 x batch 2 in training, 2 to 4 validation images)
+# format -> writer call (mini sizes: 4 training images (2 iterations x batch 2, or 1 per
+# process and batch in 2-process runs), 2 validation images: one validation batch)
 WRITERS: Dict[str, Callable[[str], Dict]] = {
     'coco': lambda root: testing.write_coco(
         root, num_images=4, image_size=(128, 96), num_classes=3, num_val_images=2),
@@ -78,12 +79,12 @@ WRITERS: Dict[str, Callable[[str], Dict]] = {
         root, num_images=4, image_size=(128, 64), num_val_images=2),
     'voc12aug': lambda root: testing.write_voc12aug(
         root, num_images=4, image_size=(96, 72), num_val_images=2, num_aug_images=2),
-    'cifar10': lambda root: testing.write_cifar10(root, num_images=10, num_val_images=4),
-    'cifar100': lambda root: testing.write_cifar100(root, num_images=10, num_val_images=4),
+    'cifar10': lambda root: testing.write_cifar10(root, num_images=5, num_val_images=2),
+    'cifar100': lambda root: testing.write_cifar100(root, num_images=5, num_val_images=2),
     'imagenet': lambda root: testing.write_imagenet(
-        root, num_images=4, image_size=(80, 64), num_classes=4, num_val_images=4),
+        root, num_images=4, image_size=(80, 64), num_classes=4, num_val_images=2),
     'stanford_dogs': lambda root: testing.write_stanford_dogs(
-        root, num_images=4, image_size=(80, 64), num_classes=3, num_val_images=3),
+        root, num_images=4, image_size=(80, 64), num_classes=2, num_val_images=2),
 }
 
 # default --max-size per task
