@@ -5,7 +5,7 @@ import copy
 import logging
 import os
 import os.path as osp
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -16,7 +16,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 
-from mm_efficientconv.layers.deploy import count_deployable, switch_to_deploy
+from mm_efficientconv.layers.deploy import count_deployable, fold_model
 
 _PLAIN_TYPES = (str, int, float, bool, type(None))
 
@@ -35,28 +35,6 @@ def plain_meta(value):
     if hasattr(value, 'item') and getattr(value, 'ndim', None) == 0:  # numpy / torch scalar
         return plain_meta(value.item())
     return str(value)
-
-
-def fold_model(model: nn.Module, fuse_conv_bn: bool = False) -> Tuple[nn.Module, int]:
-    """Converts ``model`` to its deploy form in place with
-    :func:`~mm_efficientconv.layers.deploy.switch_to_deploy`, then optionally
-    fuses every conv with the BN that follows it (``mmcv.cnn.fuse_conv_bn``).
-
-    Args:
-        model (nn.Module): The model to fold.
-        fuse_conv_bn (bool): Whether to fuse conv + BN afterwards (changes
-            the state-dict keys: the BN entries disappear). Defaults to False.
-
-    Returns:
-        tuple[nn.Module, int]: The converted model and the number of modules
-        :func:`switch_to_deploy` converted.
-    """
-    num = count_deployable(model)
-    model = switch_to_deploy(model)
-    if fuse_conv_bn:
-        from mmcv.cnn import fuse_conv_bn as _fuse
-        model = _fuse(model)
-    return model, num
 
 
 def atomic_torch_save(obj, path: str) -> None:

@@ -9,6 +9,8 @@ folded kernel). Modules from other libraries that follow the same convention
 too. The deploy hook, the fold/export tools, the benchmark and the demo all go
 through :func:`switch_to_deploy`.
 """
+from typing import Tuple
+
 import torch.nn as nn
 
 
@@ -52,3 +54,25 @@ def count_deployable(model: nn.Module) -> int:
     deploy form)."""
     return sum(1 for m in model.modules()
                if callable(getattr(m, 'switch_to_deploy', None)) and not getattr(m, 'deploy', False))
+
+
+def fold_model(model: nn.Module, fuse_conv_bn: bool = False) -> Tuple[nn.Module, int]:
+    """Converts ``model`` to its deploy form in place with
+    :func:`switch_to_deploy`, then optionally
+    fuses every conv with the BN that follows it (``mmcv.cnn.fuse_conv_bn``).
+
+    Args:
+        model (nn.Module): The model to fold.
+        fuse_conv_bn (bool): Whether to fuse conv + BN afterwards (changes
+            the state-dict keys: the BN entries disappear). Defaults to False.
+
+    Returns:
+        tuple[nn.Module, int]: The converted model and the number of modules
+        :func:`switch_to_deploy` converted.
+    """
+    num = count_deployable(model)
+    model = switch_to_deploy(model)
+    if fuse_conv_bn:
+        from mmcv.cnn import fuse_conv_bn as _fuse
+        model = _fuse(model)
+    return model, num

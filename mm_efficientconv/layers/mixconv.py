@@ -317,7 +317,7 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
         self.kernels = nn.ParameterList(
             [nn.Parameter(torch.empty(o, 1, k, k)) for o, k in zip(self.out_splits, kernels)])
         self._init_bias(bias)
-        self.reset_parameters()
+        self.init_weights()  # the package contract: start where a stock conv would
 
     # ------------------------------------------------------------ arguments
     @staticmethod
@@ -356,8 +356,9 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
 
     # ------------------------------------------------------------- parameters
     def reset_parameters(self) -> None:
-        """Initialises every group like an independent depthwise
-        ``nn.Conv2d`` (PyTorch's default init)."""
+        """PyTorch's default ``nn.Conv2d`` init, applied to every group as
+        an independent depthwise conv (what timm's ``MixedConv2d`` starts
+        from). The constructor uses :meth:`init_weights` instead."""
         if self.plain:
             self.reset_plain_parameters()
             return
@@ -371,8 +372,10 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
                     bias.uniform_(-bound, bound)
 
     def init_weights(self) -> None:
-        """Kaiming-normal (fan-out, ReLU) init of each group kernel, as mmcv
-        gives a depthwise conv, and zero bias."""
+        """Kaiming-normal (fan-out, ReLU) init of each group kernel, as
+        ``ConvModule`` gives a depthwise conv, and zero bias. Applied by the
+        constructor (``ConvModule`` neither initialises a conv that has
+        ``init_weights`` nor calls it)."""
         if self.plain:
             super().init_weights()
             return
@@ -618,10 +621,11 @@ class MixGroupedPointwise(_CachedKernelMixin, EfficientConv2d):
         self.kernels = nn.ParameterList(
             [nn.Parameter(torch.empty(o, i, 1, 1)) for i, o in zip(in_splits, out_splits)])
         self._init_bias(bias)
-        self.reset_parameters()
+        self.init_weights()  # the package contract: start where a stock conv would
 
     def reset_parameters(self) -> None:
-        """Initialises every part like an independent ``nn.Conv2d``."""
+        """PyTorch's default ``nn.Conv2d`` init, applied to every part. The
+        constructor uses :meth:`init_weights` instead."""
         if self.plain:
             self.reset_plain_parameters()
             return
@@ -633,7 +637,8 @@ class MixGroupedPointwise(_CachedKernelMixin, EfficientConv2d):
                     bias.uniform_(-bound, bound)
 
     def init_weights(self) -> None:
-        """Kaiming-normal (fan-out, ReLU) init of each part, zero bias."""
+        """Kaiming-normal (fan-out, ReLU) init of each part (the TF MixNet
+        init of its split convs), zero bias. Applied by the constructor."""
         if self.plain:
             super().init_weights()
             return

@@ -253,12 +253,20 @@ def test_plain_mode_for_dense_and_grouped_call_sites(groups):
     torch.manual_seed(3)
     layer = MixConv(8, 16, 3, stride=2, padding=1, groups=groups, kernel_sizes=(3, 5, 7),
                     split='exp', dilated=True)
-    torch.manual_seed(3)
     conv = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=groups)
     assert layer.plain and sorted(layer.state_dict()) == ['bias', 'weight']
     assert layer.kernel_size == (3, 3) and layer.groups == groups
-    # Same initialisation as nn.Conv2d, same function.
-    assert torch.equal(layer.weight, conv.weight) and torch.equal(layer.bias, conv.bias)
+    # Initialised as ConvModule initialises a plain conv (kaiming fan-out).
+    torch.manual_seed(3)
+    expected_init = nn.init.kaiming_normal_(torch.empty(conv.weight.shape), mode='fan_out',
+                                            nonlinearity='relu')
+    assert torch.equal(layer.weight, expected_init)
+    assert torch.count_nonzero(layer.bias) == 0
+    # Same parameters, same function as nn.Conv2d.
+    conv.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        layer.bias.normal_()
+        conv.bias.copy_(layer.bias)
     x = torch.randn(2, 8, 9, 9)
     assert (layer(x) - conv(x)).abs().max() <= TOL
     assert isinstance(layer.weight, nn.Parameter)
@@ -447,16 +455,31 @@ def test_stock_depthwise_checkpoint_loads_function_preserving():
         layer.load_state_dict({'weight': torch.zeros(12, 2, 3, 3), 'bias': torch.zeros(12)})
 
 
-def test_init_weights():
+@pytest.mark.parametrize('reinit', [False, True])
+def test_init_weights(reinit):
+    torch.manual_seed(0)
     layer = MixConv(24, 48, 3, padding=1, groups=24, kernel_sizes=(3, 5, 7))
-    layer.init_weights()
-    assert torch.count_nonzero(layer.bias) == 0
+    pw = MixGroupedPointwise(64, 96, num_splits=2)
+    plain = MixConv(8, 8, 1)
+    if reinit:
+        for m in (layer, pw, plain):
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.normal_()
+            m.init_weights()
+    # The constructor already applies init_weights (the package contract).
+    for m in (layer, pw, plain):
+        assert torch.count_nonzero(m.bias) == 0
     for k, kernel in zip((3, 5, 7), layer.kernels):
         std = (2.0 / (kernel.shape[0] * k * k))**0.5  # kaiming, fan_out, relu
         assert 0.6 * std < kernel.std().item() < 1.4 * std
-    plain = MixConv(8, 8, 1)
-    plain.init_weights()
-    assert torch.count_nonzero(plain.bias) == 0
+    for kernel in pw.kernels:
+        std = (2.0 / kernel.shape[0])**0.5
+        assert 0.8 * std < kernel.std().item() < 1.2 * std
+    # reset_parameters gives PyTorch's default per-group nn.Conv2d init.
+    layer.reset_parameters()
+    for k, kernel in zip((3, 5, 7), layer.kernels):
+        assert kernel.abs().max() <= 1 / k + 1e-6
 
 
 # ------------------------------------------------------- MixGroupedPointwise

@@ -219,8 +219,8 @@ def main(argv=None) -> int:
     import mm_efficientconv  # noqa: F401  (registries and compat fixes)
     from mmengine.runner import load_checkpoint
 
-    from mm_efficientconv.hooks.deploy import (atomic_torch_save, cpu_state_dict, fold_model,
-                                               plain_meta)
+    from mm_efficientconv.hooks.deploy import atomic_torch_save, cpu_state_dict, plain_meta
+    from mm_efficientconv.layers.deploy import fold_model
 
     model, cfg = build_model(args.config, args.cfg_options)
     checkpoint = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,

@@ -1,0 +1,158 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+"""ONNX export of a model's deploy form, verified with onnxruntime.
+
+Shared by ``tools/deploy/export_onnx.py`` and the demo. What is exported:
+for an mmpretrain classifier ``forward(x, mode='tensor')`` (the logits), for
+detectors and segmentors ``extract_feat(x)`` (backbone + neck features; heads
+with data-dependent post-processing are not exported).
+"""
+import collections
+import os
+import os.path as osp
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn as nn
+
+from mm_efficientconv.layers.deploy import fold_model
+
+
+def is_classifier(model: nn.Module) -> bool:
+    """Whether ``model`` is an mmpretrain classifier."""
+    return any(c.__name__ == 'BaseClassifier' and c.__module__.startswith('mmpretrain')
+               for c in type(model).__mro__)
+
+
+def flatten_outputs(out) -> List[torch.Tensor]:
+    """The tensors of a (nested) tensor / tuple / list / dict output, in order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for key in out for t in flatten_outputs(out[key])]
+    if isinstance(out, (list, tuple)):
+        return [t for item in out for t in flatten_outputs(item)]
+    return []
+
+
+class ExportWrapper(nn.Module):
+    """The exported function: the classifier's logits or the detector's /
+    segmentor's ``extract_feat`` outputs, as a flat tuple of tensors."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.classifier = is_classifier(model) or not callable(getattr(model, 'extract_feat', None))
+
+    def forward(self, x: torch.Tensor):
+        out = self.model(x, mode='tensor') if self.classifier else self.model.extract_feat(x)
+        return tuple(flatten_outputs(out))
+
+
+def op_histogram(onnx_model) -> collections.Counter:
+    """Counts the node types of an ONNX graph and of every subgraph."""
+    counter: collections.Counter = collections.Counter()
+
+    def visit(graph):
+        for node in graph.node:
+            counter[node.op_type] += 1
+            for attr in node.attribute:
+                if attr.g is not None and len(attr.g.node):
+                    visit(attr.g)
+                for sub in attr.graphs:
+                    visit(sub)
+
+    visit(onnx_model.graph)
+    return counter
+
+
+def _max_abs_diff(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+        raise RuntimeError(f'output structures differ: {[tuple(t.shape) for t in a]} vs '
+                           f'{[tuple(t.shape) for t in b]}')
+    return max(((x.float() - y.float()).abs().max().item() for x, y in zip(a, b)), default=0.0)
+
+
+def export_onnx(model: nn.Module,
+                out: str,
+                input_shape: Sequence[int],
+                opset: int = 17,
+                fold: bool = True,
+                fuse_conv_bn: bool = False,
+                dynamic_batch: bool = False,
+                tol: float = 1e-4,
+                force: bool = False,
+                seed: int = 0) -> Dict:
+    """Exports ``model`` (folded first unless ``fold=False``) to ``out`` and
+    checks onnxruntime against PyTorch on a random probe input.
+
+    The file is written atomically and only if the check passes.
+
+    Args:
+        model (nn.Module): An mmpretrain classifier, mmdet detector or mmseg
+            segmentor (converted in place when folding).
+        out (str): Path of the ``.onnx`` file.
+        input_shape (Sequence[int]): ``(N, C, H, W)`` of the probe input.
+        opset (int): ONNX opset. Defaults to 17.
+        fold (bool): Fold first (``fold_model``: ``switch_to_deploy``).
+            Defaults to True.
+        fuse_conv_bn (bool): Also fuse conv + BN with mmcv's ``fuse_conv_bn``
+            when folding. Defaults to False.
+        dynamic_batch (bool): Export a dynamic batch dimension. Defaults to
+            False.
+        tol (float): Largest allowed absolute difference between onnxruntime
+            and PyTorch. Defaults to 1e-4.
+        force (bool): Overwrite an existing ``out``. Defaults to False.
+        seed (int): Seed of the probe input. Defaults to 0.
+
+    Returns:
+        dict: ``max_abs_diff`` (onnxruntime vs PyTorch), ``fold_abs_diff``
+        (folded vs original PyTorch), ``folded`` (modules converted),
+        ``ops`` (operator histogram), ``outputs`` (shapes), ``path``.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``force`` is False.
+        RuntimeError: onnxruntime differs from PyTorch by more than ``tol``.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    out = osp.abspath(out)
+    if osp.exists(out) and not force:
+        raise FileExistsError(f'{out} exists; pass force=True to overwrite it')
+    model.eval()
+    x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        reference = [t.float() for t in ExportWrapper(model)(x)]
+    model, folded = fold_model(model, fuse_conv_bn) if fold else (model, 0)
+    wrapper = ExportWrapper(model).eval()
+    with torch.no_grad():
+        expected = [t.float() for t in wrapper(x)]
+    fold_diff = _max_abs_diff(reference, expected)
+
+    output_names = ['logits'] if wrapper.classifier and len(expected) == 1 else [
+        f'feat{i}' for i in range(len(expected))]
+    dynamic_axes = {n: {0: 'batch'} for n in ['input'] + output_names} if dynamic_batch else None
+    os.makedirs(osp.dirname(out), exist_ok=True)
+    tmp = f'{out}.tmp.{os.getpid()}'
+    try:
+        with torch.no_grad():
+            # The TorchScript exporter: torch's default (dynamo) exporter needs onnxscript.
+            torch.onnx.export(wrapper, (x, ), tmp, input_names=['input'], output_names=output_names,
+                              opset_version=opset, dynamic_axes=dynamic_axes,
+                              do_constant_folding=True, dynamo=False)
+        onnx_model = onnx.load(tmp)
+        onnx.checker.check_model(onnx_model)
+        session = ort.InferenceSession(tmp, providers=['CPUExecutionProvider'])
+        results = session.run(None, {'input': x.numpy()})
+        ort_diff = _max_abs_diff([torch.from_numpy(r) for r in results], expected)
+        if not ort_diff <= tol:
+            raise RuntimeError(f'onnxruntime differs from PyTorch by {ort_diff:.3e} > {tol:g}; '
+                               'nothing written')
+        os.replace(tmp, out)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    return dict(path=out, max_abs_diff=ort_diff, fold_abs_diff=fold_diff, folded=folded,
+                ops=dict(sorted(op_histogram(onnx_model).items())),
+                outputs=[tuple(t.shape) for t in expected], classifier=wrapper.classifier,
+                input_shape=tuple(x.shape), opset=opset)
