@@ -12,16 +12,16 @@ _base_ = 'mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py'
 
 custom_imports = dict(imports=['mm_efficientconv'], allow_failed_imports=False)
 
+# Backbone init: MixNet's own (Kaiming for its plain convs, the MixConv / grouped 1x1 layers'
+# init_weights, constant BN), not the base's TruncNormal(std=0.03) on nn.Conv2d, which would reach
+# only MixNet's plain convs and mix two weight scales in one backbone. BN as in the base config.
 model = dict(
     backbone=dict(
         _delete_=True,
         type='MixNet',
         arch='s',
         out_indices=(5, 7),
-        norm_cfg=dict(type='BN', eps=0.001, momentum=0.03),
-        # the SSDLite scratch init of the base config; MixConv / MixGroupedPointwise layers
-        # initialise themselves (their own init_weights)
-        init_cfg=dict(type='TruncNormal', layer='Conv2d', std=0.03)),
+        norm_cfg=dict(type='BN', eps=0.001, momentum=0.03)),
     neck=dict(
         in_channels=(120, 1536),
         out_channels=(120, 1536, 512, 256, 256, 128)),

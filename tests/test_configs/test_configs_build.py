@@ -225,3 +225,29 @@ def test_linear_decay_reaches_zero_per_epoch():
     assert lrs[50] == pytest.approx(0.05)
     assert lrs[99] == pytest.approx(0.001)
     assert lrs[100] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize('rel', [
+    'doconv/faster-rcnn_r50-doconv_fpn_1x_coco.py',
+    'doconv/deeplabv3_r50-d8-doconv_4xb4-20k_voc12aug-512x512.py',
+])
+def test_doconv_backbone_takes_plain_imagenet_weights(rel):
+    """The configs keep the base's plain ImageNet checkpoint: a plain backbone
+    state dict loads strictly into the DO-Conv backbone (D' = 0) and gives the
+    same features."""
+    cfg = _load(rel)
+    scope = cfg.default_scope
+    plain_cfg = cfg.model.backbone.copy()
+    plain_cfg.pop('conv_cfg')
+    with DefaultScope.overwrite_default_scope(scope):
+        doconv = MODELS.build(cfg.model.backbone.copy()).eval()
+        plain = MODELS.build(plain_cfg).eval()
+    assert _count(doconv, 'DOConv') > 0 and _count(plain, 'DOConv') == 0
+    torch.manual_seed(0)
+    for p in plain.parameters():  # not the default init: any weights must transfer
+        p.data.normal_(0, 0.05)
+    doconv.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(doconv(x), plain(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -54,7 +54,7 @@ def _uses_ortho_reg(cfg):
     return any(h.get('type') == 'OrthoRegHook' for h in cfg.get('custom_hooks') or [])
 
 
-def _check_result(cfg_path, work_dir, proc, output, world_size=1):
+def _check_result(cfg_path, work_dir, proc, output, world_size=1, iters=2, keep_data=False):
     assert proc.returncode == 0, output[-6000:]
     with open(osp.join(work_dir, 'dry_run_result.json')) as f:
         result = json.load(f)
@@ -63,15 +63,15 @@ def _check_result(cfg_path, work_dir, proc, output, world_size=1):
     assert result['metric_key'].endswith(key), result
     assert result['metric'] is not None and result['metric_key'] in result['metrics']
     assert f'dry-run metric: {result["metric_key"]} = ' in output
-    assert result['iters'] == 2 and result['world_size'] == world_size
+    assert result['iters'] == iters and result['world_size'] == world_size
     # the training iterations really ran (losses were logged every iteration)
     assert 'loss' in result['loss_keys']
-    assert 'Iter(train) [2/2]' in output
+    assert f'Iter(train) [{iters}/{iters}]' in output
     if _uses_ortho_reg(cfg):
         assert 'loss_ortho' in result['loss_keys']
         assert 'loss_ortho:' in output
-    # the mini dataset is removed afterwards
-    assert not osp.exists(osp.join(work_dir, 'dry_run_data'))
+    # the mini dataset is removed afterwards (unless --keep-data)
+    assert osp.exists(osp.join(work_dir, 'dry_run_data')) == keep_data
     return result
 
 
@@ -130,6 +130,23 @@ def test_dry_run(cfg_path, tmp_path):
     proc, output = _run(
         [sys.executable, DRY_RUN, cfg_path, '--work-dir', work_dir, '--iters', '2'])
     _check_result(cfg_path, work_dir, proc, output)
+
+
+@pytest.mark.slow
+def test_dry_run_options(tmp_path):
+    """--iters, --keep-data, --save-checkpoint and --cfg-options."""
+    cfg_path = osp.join(ROOT, 'configs', 'bsconv', 'resnet20_1xb128_cifar10.py')
+    work_dir = str(tmp_path / 'work')
+    proc, output = _run([
+        sys.executable, DRY_RUN, cfg_path, '--work-dir', work_dir, '--iters', '3',
+        '--keep-data', '--save-checkpoint', '--cfg-options', 'optim_wrapper.optimizer.lr=0.025'
+    ])
+    _check_result(cfg_path, work_dir, proc, output, iters=3, keep_data=True)
+    data = osp.join(work_dir, 'dry_run_data', 'cifar10', 'cifar-10-batches-py')
+    assert sorted(os.listdir(data)) == sorted(
+        [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch', 'batches.meta'])
+    assert osp.exists(osp.join(work_dir, 'iter_3.pth'))
+    assert 'lr: 2.5000e-02' in output
 
 
 def _free_port():

@@ -87,41 +87,62 @@ DESCRIPTIONS = {
     'bsconvu_over_reference': 'BSConvU / bsconv.pytorch.BSConvU, forward+backward',
 }
 
-# Run profiles. Layer shapes are (C_in, H, W) + per-family extras; the batch
-# comes from the profile.
-PROFILES = {
-    'smoke': dict(layer_batch=1, backbone_batch=1, mixnet_batch=1, resolution=64,
-                  layer_scale=4, max_cases=1, warmup=1, min_repeats=3, max_repeats=3,
-                  case_budget_s=0.0, min_sample_ms=0.0, backbone_train=True, memory=True),
-    'quick': dict(layer_batch=4, backbone_batch=1, mixnet_batch=4, resolution=224,
-                  layer_scale=1, max_cases=None, warmup=2, min_repeats=7, max_repeats=15,
-                  case_budget_s=0.6, min_sample_ms=10.0, backbone_train=False, memory=True),
-    'full': dict(layer_batch=16, backbone_batch=8, mixnet_batch=16, resolution=224,
-                 layer_scale=1, max_cases=None, warmup=3, min_repeats=15, max_repeats=41,
-                 case_budget_s=4.0, min_sample_ms=50.0, backbone_train=True, memory=True),
+# key -> (family, mode, ratio) of the cases it aggregates (geometric mean).
+KEY_SOURCES = {
+    'doconv_eval_over_conv': ('doconv', 'eval', 'doconv/conv'),
+    'doconv_train_over_conv': ('doconv', 'train', 'doconv/conv'),
+    'doconv_train_over_reference': ('doconv', 'train', 'doconv/reference'),
+    'folded_over_plain': ('resnet50', 'eval', 'folded/stock'),
+    'mixconv_over_timm': ('mixconv', 'train', 'mixconv/timm'),
+    'mixnet_s_over_timm': ('mixnet_s', 'deploy', 'ours best/timm best'),
+    'bsconvu_over_reference': ('bsconvu', 'train', 'bsconvu/reference'),
 }
 
-# ResNet-50 3x3 convs (stage input shapes): channels, spatial size.
-DOCONV_SHAPES = [(64, 56), (128, 28), (256, 14), (512, 7)]
-# MixNet-S MixConvs: channels, spatial size of the input, kernels, stride.
+# Run profiles. ``subset``: which shapes of the lists below run ('smoke': the
+# first one, scaled down by ``layer_scale``; 'quick': those marked quick; 'full':
+# all). ``memory_modes``: the modes whose peak memory is measured.
+PROFILES = {
+    'smoke': dict(layer_batch=1, backbone_batch=1, mixnet_batch=1, resolution=64,
+                  layer_scale=4, subset='smoke', warmup=1, min_repeats=3, max_repeats=3,
+                  case_budget_s=0.0, min_sample_ms=0.0, backbone_train=True,
+                  layer_modes=('train', 'forward', 'eval'),
+                  memory_modes=('train', 'eval', 'deploy')),
+    'quick': dict(layer_batch=8, backbone_batch=1, mixnet_batch=4, resolution=224,
+                  layer_scale=1, subset='quick', warmup=2, min_repeats=7, max_repeats=11,
+                  case_budget_s=0.5, min_sample_ms=10.0, backbone_train=False,
+                  layer_modes=('train', 'eval'), memory_modes=('train', 'eval', 'deploy')),
+    'full': dict(layer_batch=32, backbone_batch=8, mixnet_batch=16, resolution=224,
+                 layer_scale=1, subset='full', warmup=3, min_repeats=15, max_repeats=31,
+                 case_budget_s=4.0, min_sample_ms=50.0, backbone_train=True,
+                 layer_modes=('train', 'forward', 'eval'),
+                 memory_modes=('train', 'forward', 'eval', 'deploy')),
+}
+
+# ResNet-50 3x3 convs (input of each stage's 3x3 conv): channels, spatial size, quick.
+DOCONV_SHAPES = [(64, 56, True), (128, 28, True), (256, 14, True), (512, 7, True)]
+# MixConvs: channels, input size, kernels, stride, quick. The first three are
+# the brief's examples; the rest are MixNet-S's other mixed depthwise convs.
 MIXCONV_SHAPES = [
-    (240, 28, (3, 5, 7), 1),
-    (240, 28, (3, 5, 7), 2),
-    (480, 14, (3, 5), 1),
-    (360, 14, (3, 5, 7, 9), 1),
-    (480, 14, (3, 5, 7, 9), 1),
-    (144, 56, (3, 5, 7), 2),
-    (720, 14, (3, 5, 7, 9, 11), 2),
-    (1200, 7, (3, 5, 7, 9), 1),
+    (240, 28, (3, 5, 7), 1, True),
+    (240, 28, (3, 5, 7), 2, True),  # MixNet-S stage 4, first block
+    (480, 14, (3, 5, 7, 9), 1, True),
+    (360, 14, (3, 5, 7, 9), 1, True),  # stage 5, repeats 2-3
+    (480, 14, (3, 5), 1, True),  # stage 4, repeats 2-3
+    (1200, 7, (3, 5, 7, 9), 1, True),  # stage 6, repeats 2-3
+    (144, 56, (3, 5, 7), 2, False),  # stage 3, first block
+    (240, 28, (3, 5), 1, False),  # stage 3, repeats 2-4
+    (480, 14, (3, 5, 7), 1, False),  # stage 5, first block
+    (720, 14, (3, 5, 7, 9, 11), 2, False),  # stage 6, first block
 ]
-# MobileNetV1 blocks as BSConv-U: in, out, spatial size, stride.
+# MobileNetV1 blocks as BSConv-U: in, out, input size, stride, quick.
 BSCONV_SHAPES = [
-    (32, 64, 112, 1),
-    (64, 128, 112, 2),
-    (128, 128, 56, 1),
-    (256, 256, 28, 1),
-    (512, 512, 14, 1),
-    (1024, 1024, 7, 1),
+    (32, 64, 112, 1, True),
+    (64, 128, 112, 2, False),
+    (128, 128, 56, 1, True),
+    (256, 256, 28, 1, True),
+    (512, 512, 14, 1, True),
+    (512, 1024, 14, 2, False),
+    (1024, 1024, 7, 1, False),
 ]
 
 
@@ -232,7 +253,7 @@ def peak_memory_mb(step: Step, device: torch.device) -> Optional[float]:
 
 
 def interleaved(steps: Dict[str, Step], pairs: Dict[str, Tuple[str, str]], cfg: dict,
-                device: torch.device, memory: bool = True) -> dict:
+                device: torch.device, memory: bool = False) -> dict:
     """Times ``steps`` round-robin after an equal warm-up.
 
     Args:
@@ -246,7 +267,9 @@ def interleaved(steps: Dict[str, Step], pairs: Dict[str, Tuple[str, str]], cfg: 
     Returns:
         dict: ``results`` (per step: ``median_ms``, ``min_ms``, ``iqr_ms``,
         ``raw_ms``, ``peak_mem_mb``), ``ratios`` (median of the per-round
-        ratios), ``ratios_of_medians``, ``repeats``, ``inner``.
+        ratios: the figure reported), ``ratios_of_medians`` and
+        ``ratios_of_minima`` (for reference), ``pairs``, ``repeats``,
+        ``inner``.
     """
     names = list(steps)
     for _ in range(cfg['warmup']):
@@ -277,11 +300,13 @@ def interleaved(steps: Dict[str, Step], pairs: Dict[str, Tuple[str, str]], cfg: 
                           iqr_ms=(q[2] - q[0]) * 1e3, raw_ms=[t * 1e3 for t in raw[n]])
         if memory:
             results[n]['peak_mem_mb'] = peak_memory_mb(steps[n], device)
-    ratios, ratios_of_medians = {}, {}
+    ratios, ratios_of_medians, ratios_of_minima = {}, {}, {}
     for key, (cand, base) in pairs.items():
         ratios[key] = statistics.median(a / b for a, b in zip(raw[cand], raw[base]))
         ratios_of_medians[key] = results[cand]['median_ms'] / results[base]['median_ms']
+        ratios_of_minima[key] = results[cand]['min_ms'] / results[base]['min_ms']
     return dict(results=results, ratios=ratios, ratios_of_medians=ratios_of_medians,
+                ratios_of_minima=ratios_of_minima,
                 pairs={k: list(v) for k, v in pairs.items()}, repeats=repeats, inner=inner)
 
 
@@ -289,15 +314,28 @@ def geomean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+def headline_ratios(cases: List[dict]) -> Tuple[Dict[str, float], Dict[str, dict]]:
+    """The headline keys (geometric means over their cases) and, per key,
+    the per-case ratios and the same aggregate of the ratios of minima."""
+    keys, details = {}, {}
+    for key, (family, mode, pair) in KEY_SOURCES.items():
+        chosen = [c for c in cases if c['family'] == family and c['mode'] == mode
+                  and pair in c['ratios']]
+        if not chosen:
+            continue
+        keys[key] = geomean([c['ratios'][pair] for c in chosen])
+        details[key] = dict(
+            pair=pair, mode=mode,
+            per_case={c['case']: round(c['ratios'][pair], 4) for c in chosen},
+            of_minima=geomean([c['ratios_of_minima'][pair] for c in chosen]),
+            of_medians=geomean([c['ratios_of_medians'][pair] for c in chosen]))
+    return keys, details
+
+
 def max_abs_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
     with torch.no_grad():
         ya, yb = _outputs(a(x)), _outputs(b(x))
     return max(float((p - q).abs().max()) for p, q in zip(ya, yb))
-
-
-def _channels_last(module: nn.Module, x: torch.Tensor) -> Tuple[nn.Module, torch.Tensor]:
-    return (module.to(memory_format=torch.channels_last),
-            x.contiguous(memory_format=torch.channels_last))
 
 
 # ----------------------------------------------------------- reference layers
@@ -335,13 +373,16 @@ def _scaled(c: int, s: int, cfg: dict) -> Tuple[int, int]:
 
 
 def _cases(shapes: list, cfg: dict) -> list:
-    return shapes[:cfg['max_cases']] if cfg['max_cases'] else shapes
+    """The shapes of the profile's subset, without the trailing quick flag."""
+    if cfg['subset'] == 'smoke':
+        return [shapes[0][:-1]]
+    return [s[:-1] for s in shapes if cfg['subset'] == 'full' or s[-1]]
 
 
-def bench_doconv(cfg: dict, device: torch.device) -> Tuple[list, dict]:
+def bench_doconv(cfg: dict, device: torch.device) -> dict:
     from mm_efficientconv.layers.doconv import DOConv
     from mm_efficientconv.layers.deploy import switch_to_deploy
-    cases, keys = [], {'eval': [], 'train': [], 'train_ref': []}
+    cases = []
     for c, s in _cases(DOCONV_SHAPES, cfg):
         c, s = _scaled(c, s, cfg)
         x = torch.randn(cfg['layer_batch'], c, s, s, device=device)
@@ -358,7 +399,7 @@ def bench_doconv(cfg: dict, device: torch.device) -> Tuple[list, dict]:
         shape = [cfg['layer_batch'], c, s, s]
         check = dict(reference=max_abs_diff(ours.eval(), ref.eval(), x),
                      folded=max_abs_diff(ours.eval(), folded, x))
-        for mode in ('train', 'forward', 'eval'):
+        for mode in cfg['layer_modes']:
             steps = {'conv': make_step(conv, x, mode), 'doconv': make_step(ours, x, mode),
                      'reference': make_step(ref, x, mode)}
             pairs = {'doconv/conv': ('doconv', 'conv'), 'doconv/reference': ('doconv', 'reference'),
@@ -366,29 +407,23 @@ def bench_doconv(cfg: dict, device: torch.device) -> Tuple[list, dict]:
             if mode == 'eval':
                 steps['folded'] = make_step(folded, x, 'deploy')
                 pairs['folded/conv'] = ('folded', 'conv')
-            res = interleaved(steps, pairs, cfg, device, cfg['memory'])
+            res = interleaved(steps, pairs, cfg, device,
+                              mode in cfg['memory_modes'])
             cases.append(dict(family='doconv', case=name, shape=shape, mode=mode,
                               baseline='conv', max_abs_diff=check, **res))
-            if mode == 'eval':
-                keys['eval'].append(res['ratios']['doconv/conv'])
-            elif mode == 'train':
-                keys['train'].append(res['ratios']['doconv/conv'])
-                keys['train_ref'].append(res['ratios']['doconv/reference'])
             log(f'doconv {name} {mode}: ' + _fmt_ratios(res['ratios']))
-    return cases, dict(doconv_eval_over_conv=geomean(keys['eval']),
-                       doconv_train_over_conv=geomean(keys['train']),
-                       doconv_train_over_reference=geomean(keys['train_ref']))
+    return dict(cases=cases)
 
 
 def _fmt_ratios(ratios: dict) -> str:
     return ', '.join(f'{k}={v:.3f}' for k, v in ratios.items())
 
 
-def bench_mixconv(cfg: dict, device: torch.device) -> Tuple[list, dict, list]:
+def bench_mixconv(cfg: dict, device: torch.device) -> dict:
     from timm.layers import MixedConv2d
 
     from mm_efficientconv.layers.mixconv import MixConv
-    cases, fused_split, train_ratios = [], [], []
+    cases, fused_split = [], []
     for c, s, kernels, stride in _cases(MIXCONV_SHAPES, cfg):
         c, s = _scaled(c, s, cfg)
         c = max(c, 2 * len(kernels))
@@ -408,14 +443,12 @@ def bench_mixconv(cfg: dict, device: torch.device) -> Tuple[list, dict, list]:
         shape = [cfg['layer_batch'], c, s, s]
         check = dict(timm=max_abs_diff(ours.eval(), timm_conv.eval(), x),
                      fused=max_abs_diff(fused.eval(), split.eval(), x))
-        for mode in ('train', 'forward', 'eval'):
+        for mode in cfg['layer_modes']:
             steps = {'timm': make_step(timm_conv, x, mode), 'mixconv': make_step(ours, x, mode)}
             res = interleaved(steps, {'mixconv/timm': ('mixconv', 'timm')}, cfg, device,
-                              cfg['memory'])
+                              mode in cfg['memory_modes'])
             cases.append(dict(family='mixconv', case=name, shape=shape, mode=mode,
                               baseline='timm', max_abs_diff=check, **res))
-            if mode == 'train':
-                train_ratios.append(res['ratios']['mixconv/timm'])
             log(f'mixconv {name} {mode}: ' + _fmt_ratios(res['ratios']))
         for mode in ('train', 'eval'):
             steps = {'split': make_step(split, x, mode), 'fused': make_step(fused, x, mode)}
@@ -423,14 +456,14 @@ def bench_mixconv(cfg: dict, device: torch.device) -> Tuple[list, dict, list]:
             fused_split.append(dict(family='mixconv_fused_vs_split', case=name, shape=shape,
                                     mode=mode, baseline='split', **res))
             log(f'mixconv {name} fused-vs-split {mode}: ' + _fmt_ratios(res['ratios']))
-    return cases, dict(mixconv_over_timm=geomean(train_ratios)), fused_split
+    return dict(cases=cases, fused_vs_split=fused_split)
 
 
-def bench_bsconv(cfg: dict, device: torch.device) -> Tuple[list, dict]:
+def bench_bsconv(cfg: dict, device: torch.device) -> dict:
     from bsconv.pytorch import BSConvU as RefBSConvU
 
     from mm_efficientconv.layers.bsconv import BSConvU
-    cases, train_ratios = [], []
+    cases = []
     for cin, cout, s, stride in _cases(BSCONV_SHAPES, cfg):
         cin, s = _scaled(cin, s, cfg)
         cout, _ = _scaled(cout, s, cfg)
@@ -443,16 +476,14 @@ def bench_bsconv(cfg: dict, device: torch.device) -> Tuple[list, dict]:
         name = f'bsconvu {cin}->{cout} {s}x{s} s{stride}'
         shape = [cfg['layer_batch'], cin, s, s]
         check = dict(reference=max_abs_diff(ours.eval(), ref.eval(), x))
-        for mode in ('train', 'forward', 'eval'):
+        for mode in cfg['layer_modes']:
             steps = {'reference': make_step(ref, x, mode), 'bsconvu': make_step(ours, x, mode)}
             res = interleaved(steps, {'bsconvu/reference': ('bsconvu', 'reference')}, cfg,
-                              device, cfg['memory'])
+                              device, mode in cfg['memory_modes'])
             cases.append(dict(family='bsconvu', case=name, shape=shape, mode=mode,
                               baseline='reference', max_abs_diff=check, **res))
-            if mode == 'train':
-                train_ratios.append(res['ratios']['bsconvu/reference'])
             log(f'bsconvu {name} {mode}: ' + _fmt_ratios(res['ratios']))
-    return cases, dict(bsconvu_over_reference=geomean(train_ratios))
+    return dict(cases=cases)
 
 
 def _eval(model: nn.Module) -> nn.Module:
@@ -482,7 +513,7 @@ def _format_variants(models: Dict[str, nn.Module], x: torch.Tensor) -> Tuple[dic
     return variants, inputs
 
 
-def bench_resnet(cfg: dict, device: torch.device) -> Tuple[list, dict, list]:
+def bench_resnet(cfg: dict, device: torch.device) -> dict:
     from mmpretrain.models import ResNet
 
     import mm_efficientconv.layers.doconv  # noqa: F401  (registers DOConv)
@@ -508,7 +539,8 @@ def bench_resnet(cfg: dict, device: torch.device) -> Tuple[list, dict, list]:
              'folded/stock@cl': ('folded@cl', 'stock@cl'),
              'stock cl/nchw': ('stock@cl', 'stock@nchw'),
              'folded cl/nchw': ('folded@cl', 'folded@nchw')}
-    res = interleaved(steps, pairs, cfg, device, cfg['memory'])
+    res = interleaved(steps, pairs, cfg, device,
+                      'eval' in cfg['memory_modes'])
     cases.append(dict(family='resnet50', case='ResNet-50 stock / DO-Conv', shape=shape,
                       mode='eval', baseline='stock@nchw', max_abs_diff=check, **res))
     log('resnet50 eval: ' + _fmt_ratios(res['ratios']))
@@ -517,18 +549,17 @@ def bench_resnet(cfg: dict, device: torch.device) -> Tuple[list, dict, list]:
                             cl_over_nchw=res['ratios'][f'{model} cl/nchw'],
                             nchw_ms=res['results'][f'{model}@nchw']['median_ms'],
                             cl_ms=res['results'][f'{model}@cl']['median_ms']))
-    key = res['ratios']['folded/stock']
     if cfg['backbone_train']:
         steps = {'stock': make_step(stock, x, 'train'), 'unfolded': make_step(unfolded, x, 'train')}
         res = interleaved(steps, {'unfolded/stock': ('unfolded', 'stock')}, cfg, device,
-                          cfg['memory'])
+                          'train' in cfg['memory_modes'])
         cases.append(dict(family='resnet50', case='ResNet-50 stock / DO-Conv', shape=shape,
                           mode='train', baseline='stock', **res))
         log('resnet50 train: ' + _fmt_ratios(res['ratios']))
-    return cases, dict(folded_over_plain=key), formats
+    return dict(cases=cases, channels_last=formats)
 
 
-def bench_mixnet(cfg: dict, device: torch.device) -> Tuple[list, dict, list]:
+def bench_mixnet(cfg: dict, device: torch.device) -> dict:
     import timm
 
     from mm_efficientconv.backbones.mixnet import MixNet, convert_timm_mixnet
@@ -564,7 +595,8 @@ def bench_mixnet(cfg: dict, device: torch.device) -> Tuple[list, dict, list]:
              for n, m in variants.items()}
     pairs = {'ours/timm@nchw': ('ours@nchw', 'timm@nchw'), 'ours/timm@cl': ('ours@cl', 'timm@cl'),
              'ours cl/nchw': ('ours@cl', 'ours@nchw'), 'timm cl/nchw': ('timm@cl', 'timm@nchw')}
-    res = interleaved(steps, pairs, cfg, device, cfg['memory'])
+    res = interleaved(steps, pairs, cfg, device,
+                      'deploy' in cfg['memory_modes'])
     # the faster memory format of each model (by median), then the paired ratio
     best = {}
     for model in ('ours', 'timm'):
@@ -574,6 +606,10 @@ def bench_mixnet(cfg: dict, device: torch.device) -> Tuple[list, dict, list]:
     key = statistics.median(a / b for a, b in zip(raw[best['ours']]['raw_ms'],
                                                   raw[best['timm']]['raw_ms']))
     res['ratios']['ours best/timm best'] = key
+    res['ratios_of_medians']['ours best/timm best'] = (raw[best['ours']]['median_ms']
+                                                       / raw[best['timm']]['median_ms'])
+    res['ratios_of_minima']['ours best/timm best'] = (raw[best['ours']]['min_ms']
+                                                      / raw[best['timm']]['min_ms'])
     res['pairs']['ours best/timm best'] = [best['ours'], best['timm']]
     res['best_format'] = best
     shape = list(x.shape)
@@ -588,14 +624,15 @@ def bench_mixnet(cfg: dict, device: torch.device) -> Tuple[list, dict, list]:
         ours_train = copy.deepcopy(ours)
         steps = {'timm': make_step(timm_train, x, 'train'),
                  'ours': make_step(ours_train, x, 'train')}
-        res = interleaved(steps, {'ours/timm': ('ours', 'timm')}, cfg, device, cfg['memory'])
+        res = interleaved(steps, {'ours/timm': ('ours', 'timm')}, cfg, device,
+                          'train' in cfg['memory_modes'])
         cases.append(dict(family='mixnet_s', case='MixNet-S / timm mixnet_s', shape=shape,
                           mode='train', baseline='timm', **res))
         log('mixnet_s train: ' + _fmt_ratios(res['ratios']))
-    return cases, dict(mixnet_s_over_timm=key), formats
+    return dict(cases=cases, channels_last=formats)
 
 
-def bench_mobilenet(cfg: dict, device: torch.device) -> Tuple[list, list]:
+def bench_mobilenet(cfg: dict, device: torch.device) -> dict:
     from mm_efficientconv.backbones.mobilenet_v1 import MobileNetV1
     res_ = cfg['resolution']
     x = torch.randn(cfg['backbone_batch'], 3, res_, res_, device=device)
@@ -606,8 +643,10 @@ def bench_mobilenet(cfg: dict, device: torch.device) -> Tuple[list, list]:
     steps = {n: make_step(m, inputs[n], 'deploy') for n, m in variants.items()}
     pairs = {'bsconvu/dsc@nchw': ('bsconvu@nchw', 'dsc@nchw'),
              'bsconvu/dsc@cl': ('bsconvu@cl', 'dsc@cl'),
-             'dsc cl/nchw': ('dsc@cl', 'dsc@nchw'), 'bsconvu cl/nchw': ('bsconvu@cl', 'bsconvu@nchw')}
-    res = interleaved(steps, pairs, cfg, device, cfg['memory'])
+             'dsc cl/nchw': ('dsc@cl', 'dsc@nchw'),
+             'bsconvu cl/nchw': ('bsconvu@cl', 'bsconvu@nchw')}
+    res = interleaved(steps, pairs, cfg, device,
+                      'deploy' in cfg['memory_modes'])
     shape = list(x.shape)
     cases = [dict(family='mobilenet_v1', case='MobileNetV1 BSConv-U / DSC (deploy, BN fused)',
                   shape=shape, mode='deploy', baseline='dsc@nchw', **res)]
@@ -619,11 +658,16 @@ def bench_mobilenet(cfg: dict, device: torch.device) -> Tuple[list, list]:
                for m in ('dsc', 'bsconvu')]
     if cfg['backbone_train']:
         steps = {'dsc': make_step(dsc, x, 'train'), 'bsconvu': make_step(bsc, x, 'train')}
-        res = interleaved(steps, {'bsconvu/dsc': ('bsconvu', 'dsc')}, cfg, device, cfg['memory'])
+        res = interleaved(steps, {'bsconvu/dsc': ('bsconvu', 'dsc')}, cfg, device,
+                          'train' in cfg['memory_modes'])
         cases.append(dict(family='mobilenet_v1', case='MobileNetV1 BSConv-U / DSC', shape=shape,
                           mode='train', baseline='dsc', **res))
         log('mobilenet_v1 train: ' + _fmt_ratios(res['ratios']))
-    return cases, formats
+    return dict(cases=cases, channels_last=formats)
+
+
+SUITES = dict(doconv=bench_doconv, mixconv=bench_mixconv, bsconvu=bench_bsconv,
+              resnet=bench_resnet, mixnet=bench_mixnet, mobilenet=bench_mobilenet)
 
 
 # ------------------------------------------------------------------ machine
@@ -808,35 +852,17 @@ def main(argv=None) -> dict:
 
     start = time.time()
     load_before = [round(v, 2) for v in os.getloadavg()]
-    suites = args.only or ['doconv', 'mixconv', 'bsconvu', 'resnet', 'mixnet', 'mobilenet']
-    cases, keys, formats, fused_split = [], {}, [], []
-    if 'doconv' in suites:
-        c, k = bench_doconv(cfg, device)
-        cases += c
-        keys.update(k)
-    if 'mixconv' in suites:
-        c, k, fs = bench_mixconv(cfg, device)
-        cases += c
-        keys.update(k)
-        fused_split += fs
-    if 'bsconvu' in suites:
-        c, k = bench_bsconv(cfg, device)
-        cases += c
-        keys.update(k)
-    if 'resnet' in suites:
-        c, k, f = bench_resnet(cfg, device)
-        cases += c
-        keys.update(k)
-        formats += f
-    if 'mixnet' in suites:
-        c, k, f = bench_mixnet(cfg, device)
-        cases += c
-        keys.update(k)
-        formats += f
-    if 'mobilenet' in suites:
-        c, f = bench_mobilenet(cfg, device)
-        cases += c
-        formats += f
+    suites = args.only or list(SUITES)
+    cases, formats, fused_split, suite_seconds = [], [], [], {}
+    for suite in suites:
+        t0 = time.time()
+        out = SUITES[suite](cfg, device)
+        cases += out.get('cases', [])
+        formats += out.get('channels_last', [])
+        fused_split += out.get('fused_vs_split', [])
+        suite_seconds[suite] = round(time.time() - t0, 1)
+        log(f'{suite}: {suite_seconds[suite]} s')
+    keys, details = headline_ratios(cases)
     targets = {k: v for k, v in TARGETS.items() if k in keys}
     report = dict(
         profile=profile_name,
@@ -852,9 +878,11 @@ def main(argv=None) -> dict:
         **{k: keys[k] for k in targets},
         targets=targets,
         met={k: bool(keys[k] <= t) for k, t in targets.items()},
+        key_details=details,
         cases=cases,
         channels_last=formats,
         mixconv_fused_vs_split=fused_split,
+        suite_seconds=suite_seconds,
         loadavg_before=load_before,
         loadavg_after=[round(v, 2) for v in os.getloadavg()],
         elapsed_s=time.time() - start,

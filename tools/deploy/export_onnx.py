@@ -45,7 +45,8 @@ def parse_args(argv=None):
     parser.add_argument('--dynamic-batch', action='store_true',
                         help='export with a dynamic batch dimension')
     parser.add_argument('--tol', type=float, default=1e-4,
-                        help='largest allowed |onnxruntime - PyTorch| difference (default: 1e-4)')
+                        help='largest allowed |onnxruntime - PyTorch| difference, relative to '
+                        'max(1, max |output|) (default: 1e-4)')
     parser.add_argument('--force', action='store_true', help='overwrite an existing OUT')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of CONFIG, as key=value pairs')

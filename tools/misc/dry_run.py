@@ -23,7 +23,8 @@ What is changed, and nothing else:
   one at the end); ``load_from``/``resume`` and ``Pretrained`` ``init_cfg``s
   (and ``pretrained=...``) dropped, so nothing downloads;
 * detection ``score_thr`` set to 0 so an untrained detector still returns
-  boxes and COCO mAP can be computed;
+  boxes and COCO mAP can be computed; the detector's sample / proposal counts
+  capped (``num`` <= 64, ``nms_pre`` <= 200, ``max_per_img`` <= 100);
 * without CUDA: SyncBN -> BN, ``AmpOptimWrapper`` -> ``OptimWrapper``, the
   ``gloo`` backend, and DDP without ``device_ids``.
 
@@ -378,9 +379,20 @@ def _drop_pretrained(node: dict) -> None:
         node['pretrained'] = None
 
 
+# caps of the detector's sampling / proposal counts (cost knobs, not code paths)
+DETECTION_CAPS = {'nms_pre': 200, 'max_per_img': 100, 'num': 64}
+
+
 def _no_score_threshold(node: dict) -> None:
     if 'score_thr' in node and isinstance(node['score_thr'], (int, float)):
         node['score_thr'] = 0.0
+
+
+def _cap_detection_counts(node: dict) -> None:
+    for key, cap in DETECTION_CAPS.items():
+        value = node.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            node[key] = cap
 
 
 def _sync_bn_to_bn(node: dict) -> None:
@@ -388,7 +400,7 @@ def _sync_bn_to_bn(node: dict) -> None:
         node['type'] = 'BN'
 
 
-def adapt_runtime(cfg: Config, args, distributed: bool) -> None:
+def adapt_runtime(cfg: Config, args, distributed: bool, task: str) -> None:
     cuda = torch.cuda.is_available()
     for key in DATALOADERS:
         loader = cfg.get(key)
@@ -424,6 +436,9 @@ def adapt_runtime(cfg: Config, args, distributed: bool) -> None:
     walk_dicts(cfg.model, _drop_pretrained)
     if isinstance(cfg.model.get('test_cfg'), dict):
         walk_dicts(cfg.model['test_cfg'], _no_score_threshold)
+    for key in ('train_cfg', 'test_cfg'):
+        if task == 'det' and isinstance(cfg.model.get(key), dict):
+            walk_dicts(cfg.model[key], _cap_detection_counts)
     if not (distributed and cuda):
         walk_dicts(cfg.model, _sync_bn_to_bn)
     if cfg.get('sync_bn') and not cuda:
@@ -546,7 +561,7 @@ def prepare(cfg: Config, args, distributed: bool) -> Tuple[Dict, str]:
     point_evaluators(cfg, formats)
     max_size = args.max_size or DEFAULT_MAX_SIZE[task]
     shrink_sizes(cfg, shrink_factor(cfg, max_size))
-    adapt_runtime(cfg, args, distributed)
+    adapt_runtime(cfg, args, distributed, task)
     return formats, data_dir
 
 

@@ -1,0 +1,28 @@
+"""The demo (`make demo`) end to end on a shortened schedule: train, evaluate, fold,
+re-evaluate, export ONNX, write summary.json."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_short_run(tmp_path):
+    out = subprocess.run(
+        [sys.executable, 'tools/demo/run_demo.py', '--work-dir', str(tmp_path), '--epochs', '1',
+         '--min-top1', '0', '--models', 'bsconvs_resnet8', 'mixconv357_mobilenetv1_w0.25'],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = json.loads((tmp_path / 'summary.json').read_text())
+    assert [r['model'] for r in rows] == ['bsconvs_resnet8', 'mixconv357_mobilenetv1_w0.25']
+    for row in rows:
+        assert set(row) >= {'model', 'top1', 'top1_folded', 'onnx_max_abs_diff', 'params',
+                            'train_seconds'}
+        assert row['top1'] == row['top1_folded']
+        assert 0 <= row['onnx_max_abs_diff'] < 1e-3
+        assert row['params'] > 0 and row['train_seconds'] > 0
+        assert (tmp_path / row['model'] / f"{row['model']}.onnx").is_file()
+    # the BSConv-S model trained with the regulariser in its loss, the others without
+    assert rows[0]['final_loss_ortho'] > 0
+    assert rows[1]['final_loss_ortho'] is None
