@@ -240,8 +240,10 @@ def test_doconv_backbone_takes_plain_imagenet_weights(rel):
     plain_cfg = cfg.model.backbone.copy()
     plain_cfg.pop('conv_cfg')
     with DefaultScope.overwrite_default_scope(scope):
-        doconv = MODELS.build(cfg.model.backbone.copy()).eval()
-        plain = MODELS.build(plain_cfg).eval()
+        doconv = MODELS.build(cfg.model.backbone.copy())
+        plain = MODELS.build(plain_cfg)
+    doconv.eval()  # (mmdet's ResNet.train() returns None: no chaining)
+    plain.eval()
     assert _count(doconv, 'DOConv') > 0 and _count(plain, 'DOConv') == 0
     torch.manual_seed(0)
     for p in plain.parameters():  # not the default init: any weights must transfer

@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DRY_RUN = osp.join(ROOT, 'tools', 'misc', 'dry_run.py')
@@ -90,16 +90,19 @@ def _mmdet_ssd_predict_broken():
         anchor_generator=dict(
             type='SSDAnchorGenerator', scale_major=False, input_size=64, strides=[16, 32],
             ratios=[[2], [2]], min_sizes=[16, 32], max_sizes=[32, 64]),
-        test_cfg=dict(nms_pre=10, nms=dict(type='nms', iou_threshold=0.5), min_bbox_size=0,
-                      score_thr=0.0, max_per_img=5))
+        test_cfg=ConfigDict(nms_pre=10, nms=dict(type='nms', iou_threshold=0.5),
+                            min_bbox_size=0, score_thr=0.0, max_per_img=5))
 
     class _Sample:
         metainfo = dict(img_shape=(64, 64), ori_shape=(64, 64), scale_factor=(1.0, 1.0))
 
     try:
-        head.predict([torch.rand(1, 4, 4, 4), torch.rand(1, 4, 2, 2)], [_Sample()])
+        results = head.predict([torch.rand(1, 4, 4, 4), torch.rand(1, 4, 2, 2)], [_Sample()])
     except AttributeError as e:
-        return "'loss_cls'" in str(e)
+        if "'loss_cls'" in str(e):
+            return True
+        raise
+    assert len(results[0].bboxes) == 5
     return False
 
 

@@ -4,8 +4,9 @@
 Counts come from mmengine's analysis (``mmengine.analysis.FlopAnalyzer``:
 one multiply-add counts as one FLOP, as in the papers' tables). Classifiers
 are measured whole (``mode='tensor'``, i.e. backbone + neck + head) at the
-input size of the config's test pipeline; detectors and segmentors are
-measured as backbone + neck (``extract_feat``), since their heads' cost
+crop size of the config's pipelines (test, val, then train); detectors and
+segmentors are measured as backbone + neck (``extract_feat``) at 512x512,
+since their heads' cost
 depends on the number of proposals/post-processing; the parameter count is
 the whole model's.
 
@@ -24,6 +25,9 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'deploy'))
+from fold_checkpoint import probe_shape  # noqa: E402  (the input size the deploy tools use)
 
 # config stem -> (params, FLOPs (multiply-adds), source): the papers' numbers.
 PAPER = {
@@ -56,26 +60,6 @@ def _config_files(paths: List[str]) -> List[str]:
     return [f for f in files if '__pycache__' not in f]
 
 
-def _test_input_size(cfg) -> Optional[Tuple[int, int]]:
-    """The (h, w) the config's test pipeline produces, when it says."""
-    dataloader = cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}
-    dataset = dataloader.get('dataset', {}) if dataloader else {}
-    while 'dataset' in dataset:  # wrappers
-        dataset = dataset['dataset']
-    size = None
-    for t in dataset.get('pipeline', []) or []:
-        for key in ('crop_size', 'scale'):
-            if key in t:
-                value = t[key]
-                if isinstance(value, int):
-                    size = (value, value)
-                elif isinstance(value, (list, tuple)) and len(value) == 2 and \
-                        all(isinstance(v, int) for v in value):
-                    # mmdet/mmseg scales are (w, h)
-                    size = (value[1], value[0]) if key == 'scale' else tuple(value)
-    return size
-
-
 def measure(config: str) -> Dict:
     from mmengine.analysis import FlopAnalyzer, parameter_count
     from mmengine.config import Config
@@ -89,8 +73,9 @@ def measure(config: str) -> Dict:
     model = MODELS.build(cfg.model)
     model.eval()
     is_classifier = type(model).__name__ == 'ImageClassifier'
-    size = _test_input_size(cfg) or ((224, 224) if is_classifier else (512, 512))
-    x = torch.zeros(1, 3, *size)
+    # classifiers: the crop of the config's pipelines; detectors/segmentors: 512x512
+    x = torch.zeros(probe_shape(cfg, model, batch=1, shape=None if is_classifier else (512, 512)))
+    size = tuple(x.shape[2:])
 
     class _Probe(nn.Module):
 
@@ -102,10 +87,11 @@ def measure(config: str) -> Dict:
             return self.m(x, mode='tensor') if is_classifier else self.m.extract_feat(x)
 
     params = parameter_count(model)['']
-    with torch.no_grad():
-        flops = FlopAnalyzer(_Probe(model), (x, ))
-        flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        total_flops = flops.total()
+    # Traced with autograd on, as in training: MixConv then runs its per-group convs (under
+    # no_grad it would take the fused zero-padded kernel, which costs more multiply-adds).
+    flops = FlopAnalyzer(_Probe(model), (x, ))
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    total_flops = flops.total()
     switch_to_deploy(model)
     folded = parameter_count(model)['']
     return dict(config=osp.relpath(config), model=type(model).__name__, input=f'{size[0]}x{size[1]}',

@@ -93,11 +93,15 @@ def probe_shape(cfg, model: nn.Module, batch: int = 2,
     if not is_classifier(model):
         return (batch, channels) + DEFAULT_DETECTION_SHAPE
     for section in ('test_dataloader', 'val_dataloader', 'train_dataloader'):
+        found = None  # the last size a pipeline sets is what the model sees (resize, then crop)
         for transform in _walk_transforms(cfg.get(section, None)):
             for key in ('crop_size', 'scale', 'size'):
                 hw = _as_hw(transform.get(key))
                 if hw is not None:
-                    return (batch, channels) + hw
+                    found = hw
+                    break
+        if found is not None:
+            return (batch, channels) + found
     return batch, channels, DEFAULT_CLASSIFIER_SIZE, DEFAULT_CLASSIFIER_SIZE
 
 
