@@ -20,6 +20,14 @@ for the ``gloo`` backend, and the Runner's default DDP wrapper passes
 ``device_ids=[LOCAL_RANK]``, which torch rejects for CPU modules. Where no GPU
 is visible we initialise the process group without touching CUDA and give CPU
 modules ``device_ids=None``. With a GPU, nothing changes.
+
+mmdet 3.3.0's ``SSDHead`` cannot predict
+---------------------------------------
+``SSDHead`` never sets ``loss_cls``, which the shared ``AnchorHead``
+prediction path reads, so every SSD / SSDLite validation raises
+``AttributeError`` (open-mmlab/mmdetection issues 11305 and 11780, fix never
+released). Setting the class attribute to ``None`` restores the softmax
+branch the head used before 3.3.
 """
 import collections
 import pickle
@@ -110,7 +118,19 @@ def allow_cpu_distributed() -> None:
         MMDistributedDataParallel.__init__ = __init__
 
 
+def fix_mmdet_ssd_head() -> None:
+    """Gives mmdet's ``SSDHead`` the ``loss_cls = None`` its predict path
+    needs (mmdet 3.3.0). No-op without mmdet or where the attribute exists."""
+    try:
+        from mmdet.models.dense_heads.ssd_head import SSDHead
+    except ImportError:
+        return
+    if not hasattr(SSDHead, 'loss_cls'):
+        SSDHead.loss_cls = None
+
+
 def apply() -> None:
     """Applies every compatibility fix of the package."""
     allow_mmengine_checkpoints_in_safe_loading()
     allow_cpu_distributed()
+    fix_mmdet_ssd_head()

@@ -158,3 +158,24 @@ def test_pytest_runs_this_projects_tests():
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert 'tests/test_compat.py::test_pytest_runs_this_projects_tests' in out.stdout
+
+
+def test_mmdet_ssd_head_predicts():
+    """mmdet 3.3.0's SSDHead.predict reads the never-set `loss_cls` (mmdetection#11305);
+    the compat fix makes SSD/SSDLite validation work."""
+    from mmdet.models.dense_heads import SSDHead
+    from mmengine.config import ConfigDict
+    head = SSDHead(
+        num_classes=2,
+        in_channels=(4, 4),
+        anchor_generator=dict(
+            type='SSDAnchorGenerator', scale_major=False, input_size=64, strides=[16, 32],
+            ratios=[[2], [2]], min_sizes=[16, 32], max_sizes=[32, 64]),
+        test_cfg=ConfigDict(nms_pre=10, nms=dict(type='nms', iou_threshold=0.5),
+                            min_bbox_size=0, score_thr=0.0, max_per_img=5))
+
+    class _Sample:
+        metainfo = dict(img_shape=(64, 64), ori_shape=(64, 64), scale_factor=(1.0, 1.0))
+
+    results = head.predict([torch.rand(1, 4, 4, 4), torch.rand(1, 4, 2, 2)], [_Sample()])
+    assert len(results[0].bboxes) == 5

@@ -1,16 +1,11 @@
 # Copyright (c) mm_efficientconv contributors. All rights reserved.
 # ResNet-20 on CIFAR-10 (BSConv Table 2 baseline).
 # Paper (CIFAR-10): 272.5K params, 41.3M FLOPs, 92.2% top-1.
-# Protocol (BSConv paper, section 5): batch 128, 200 epochs, SGD (momentum 0.9,
-# weight decay 1e-4), lr 0.1 divided by 10 at epochs 100, 150 and 180, random
-# 32x32 crop with 4 px padding + horizontal flip, CIFAR-10 mean/std.
+# Protocol (BSConv paper, section 5): configs/_base_/{datasets,schedules}/bsconv_cifar*.
 _base_ = [
-    'mmpretrain::_base_/datasets/cifar10_bs16.py',
-    'mmpretrain::_base_/schedules/cifar10_bs128.py',
-    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/datasets/bsconv_cifar10_bs128.py',
+    '../_base_/schedules/bsconv_cifar_bs128.py',
 ]
-
-custom_imports = dict(imports=['mm_efficientconv'], allow_failed_imports=False)
 
 model = dict(
     type='ImageClassifier',
@@ -21,16 +16,3 @@ model = dict(
         num_classes=10,
         in_channels=64,
         loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
-
-train_dataloader = dict(batch_size=128)
-val_dataloader = dict(batch_size=128)
-test_dataloader = dict(batch_size=128)
-val_evaluator = dict(topk=(1, 5))
-test_evaluator = dict(topk=(1, 5))
-
-param_scheduler = dict(
-    type='MultiStepLR', by_epoch=True, milestones=[100, 150, 180], gamma=0.1)
-train_cfg = dict(by_epoch=True, max_epochs=200, val_interval=1)
-
-default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=3, save_best='auto'))

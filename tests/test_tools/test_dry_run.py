@@ -15,11 +15,14 @@ import subprocess
 import sys
 
 import pytest
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DRY_RUN = osp.join(ROOT, 'tools', 'misc', 'dry_run.py')
-CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
+# complete configs only: configs/_base_/ holds fragments (datasets, schedules) to inherit
+CONFIGS = sorted(
+    p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    if '_base_' not in osp.relpath(p, osp.join(ROOT, 'configs')).split(os.sep))
 IDS = [osp.relpath(p, osp.join(ROOT, 'configs')) for p in CONFIGS]
 EXPECTED_KEYS = {
     'Accuracy': 'accuracy/top1',
@@ -75,59 +78,8 @@ def _check_result(cfg_path, work_dir, proc, output, world_size=1, iters=2, keep_
     return result
 
 
-def _mmdet_ssd_predict_broken():
-    """mmdet 3.3.0's SSDHead cannot predict: ``BaseDenseHead`` reads
-    ``self.loss_cls``, which SSDHead never sets (open-mmlab/mmdetection issues
-    11305 and 11780, unmerged fix PR 11524). True while neither mmdet nor
-    ``mm_efficientconv.compat`` fixes it."""
-    import torch
-
-    import mm_efficientconv  # noqa: F401  (its compat fixes)
-    from mmdet.models.dense_heads import SSDHead
-    head = SSDHead(
-        num_classes=2,
-        in_channels=(4, 4),
-        anchor_generator=dict(
-            type='SSDAnchorGenerator', scale_major=False, input_size=64, strides=[16, 32],
-            ratios=[[2], [2]], min_sizes=[16, 32], max_sizes=[32, 64]),
-        test_cfg=ConfigDict(nms_pre=10, nms=dict(type='nms', iou_threshold=0.5),
-                            min_bbox_size=0, score_thr=0.0, max_per_img=5))
-
-    class _Sample:
-        metainfo = dict(img_shape=(64, 64), ori_shape=(64, 64), scale_factor=(1.0, 1.0))
-
-    try:
-        results = head.predict([torch.rand(1, 4, 4, 4), torch.rand(1, 4, 2, 2)], [_Sample()])
-    except AttributeError as e:
-        if "'loss_cls'" in str(e):
-            return True
-        raise
-    assert len(results[0].bboxes) == 5
-    return False
-
-
-def _uses_ssd_head(cfg_path):
-    cfg = Config.fromfile(cfg_path)
-    return (cfg.model.get('bbox_head') or {}).get('type') == 'SSDHead'
-
-
-def _dry_run_params():
-    params = []
-    broken = None
-    for path, name in zip(CONFIGS, IDS):
-        marks = []
-        if _uses_ssd_head(path):
-            broken = _mmdet_ssd_predict_broken() if broken is None else broken
-            # strict: once the bug is fixed (e.g. in mm_efficientconv.compat) these must pass
-            marks.append(pytest.mark.xfail(
-                broken, strict=True,
-                reason='mmdet 3.3.0 SSDHead.predict AttributeError (mmdetection#11305)'))
-        params.append(pytest.param(path, id=name, marks=marks))
-    return params
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize('cfg_path', _dry_run_params())
+@pytest.mark.parametrize('cfg_path', CONFIGS, ids=IDS)
 def test_dry_run(cfg_path, tmp_path):
     work_dir = str(tmp_path / 'work')
     proc, output = _run(

@@ -57,7 +57,8 @@ def _config_files(paths: List[str]) -> List[str]:
             files.extend(sorted(glob.glob(osp.join(path, '**', '*.py'), recursive=True)))
         else:
             files.append(path)
-    return [f for f in files if '__pycache__' not in f]
+    # `_base_` folders hold partial configs (schedules, datasets) without a model
+    return [f for f in files if '__pycache__' not in f and '_base_' not in f.split(os.sep)]
 
 
 def measure(config: str) -> Dict:
