@@ -165,6 +165,12 @@ def test_mmdet_ssd_head_predicts():
     the compat fix makes SSD/SSDLite validation work."""
     from mmdet.models.dense_heads import SSDHead
     from mmengine.config import ConfigDict
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        _check_ssd_head_predict(SSDHead, ConfigDict)
+
+
+def _check_ssd_head_predict(SSDHead, ConfigDict):  # noqa: N803
     head = SSDHead(
         num_classes=2,
         in_channels=(4, 4),

@@ -1,8 +1,16 @@
 """SklearnDigitsDataset: the demo's real data."""
 import numpy as np
 import pytest
+from mmengine.registry import DefaultScope
 
 from mm_efficientconv.datasets import SklearnDigitsDataset
+
+
+@pytest.fixture(autouse=True)
+def _mmpretrain_scope():
+    """Components resolve in mmpretrain's scope, as in an mmpretrain config."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
 
 
 def test_split_is_stratified_disjoint_and_complete():

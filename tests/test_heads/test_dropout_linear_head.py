@@ -1,9 +1,17 @@
 """DropoutLinearClsHead: LinearClsHead's parameters plus dropout in training."""
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 from mmpretrain.models.heads import LinearClsHead
 
 from mm_efficientconv.heads import DropoutLinearClsHead
+
+
+@pytest.fixture(autouse=True)
+def _mmpretrain_scope():
+    """Components resolve in mmpretrain's scope, as in an mmpretrain config."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
 
 
 def test_same_parameters_and_keys_as_linear_head():

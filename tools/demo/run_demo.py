@@ -111,7 +111,7 @@ def build_cfg(name: str, work_dir: str, epochs: int, seed: int, batch_size: int)
         custom_hooks=copy.deepcopy(hooks),
         default_hooks=dict(
             logger=dict(type='LoggerHook', interval=10_000),
-            checkpoint=dict(type='CheckpointHook', interval=-1, save_last=False),
+            checkpoint=dict(type='CheckpointHook', interval=-1, save_last=True),
         ),
         log_level='WARNING',
         randomness=dict(seed=seed, deterministic=False),
