@@ -42,7 +42,14 @@ def build_model(config, cfg_options: Optional[dict] = None) -> Tuple[nn.Module, 
     default scope, in eval mode on the CPU. Returns ``(model, cfg)``."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
-    cfg = config if isinstance(config, Config) else Config.fromfile(config)
+    if isinstance(config, Config):
+        cfg = config
+    elif '::' in config and not osp.exists(config):
+        # a config shipped in a codebase's package, e.g. 'mmdet::faster_rcnn/xxx.py'
+        from mmengine.hub import get_config
+        cfg = get_config(config)
+    else:
+        cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', None) or 'mmengine')
