@@ -53,11 +53,17 @@ def doconv_compose(W: torch.Tensor, D: torch.Tensor, groups: int,
     """
     out_channels, in_per_group, d_mul = W.shape
     num_taps = D.shape[1]
+    if groups == 1:
+        # one bmm over the input channels on strided views (no operand copies):
+        # (in, out, D_mul) @ (in, D_mul, kh*kw) -> (in, out, kh*kw)
+        kernel = torch.bmm(W.transpose(0, 1), D.transpose(1, 2)).transpose(0, 1)
+        return kernel.reshape(out_channels, in_per_group, *kernel_size).contiguous()
     # batch (g, c): (out/g, D_mul) @ (D_mul, kh*kw) for every group g and input c of the group
     w = W.reshape(groups, out_channels // groups, in_per_group, d_mul).transpose(1, 2)
     d = D.reshape(groups, in_per_group, num_taps, d_mul).transpose(-1, -2)
     kernel = torch.matmul(w, d).transpose(1, 2)  # (g, out/g, in/g, kh*kw)
-    return kernel.reshape(out_channels, in_per_group, *kernel_size)
+    # contiguous: a strided kernel (a view for groups=1) makes the conv reorder it at every call
+    return kernel.reshape(out_channels, in_per_group, *kernel_size).contiguous()
 
 
 def _autocast_enabled(device_type: str) -> bool:
