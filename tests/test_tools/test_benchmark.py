@@ -104,6 +104,7 @@ def test_smoke_report_machine_and_cases(smoke):
     assert all('peak_mem_mb' not in r for c in report['cases'] if c['mode'] == 'forward'
                for r in c['results'].values())
     assert report['memory_method']
+    assert report['settings']['malloc'].startswith(('keep-freed', 'default'))
     models = {row['model'] for row in report['channels_last']}
     assert {'ResNet-50 stock', 'ResNet-50 folded', 'MixNet-S ours', 'MixNet-S timm',
             'MobileNetV1 dsc', 'MobileNetV1 bsconvu'} <= models
@@ -181,8 +182,11 @@ def test_interleaved_round_robin_and_paired_ratios(tool):
     cfg = dict(warmup=2, min_sample_ms=0.0, case_budget_s=0.0, min_repeats=5, max_repeats=5)
     steps = {'base': Fake('base', 0.002), 'cand': Fake('cand', 0.004)}
     res = tool.interleaved(steps, {'cand/base': ('cand', 'base')}, cfg, torch.device('cpu'))
-    # equal warm-up, one sizing round, then strictly alternating samples
-    assert order == ['base', 'cand'] * (2 + 1 + 5)
+    # equal warm-up and one sizing round, then interleaved samples whose order
+    # alternates every round (no candidate always first)
+    assert order[:6] == ['base', 'cand'] * 3
+    assert order[6:] == ['base', 'cand', 'cand', 'base', 'base', 'cand', 'cand', 'base', 'base',
+                         'cand']
     assert res['repeats'] == 5 and res['inner'] == 1
     assert len(res['results']['cand']['raw_ms']) == 5
     assert 1.3 < res['ratios']['cand/base'] < 3.5
@@ -190,6 +194,13 @@ def test_interleaved_round_robin_and_paired_ratios(tool):
     paired = sorted(a / b for a, b in zip(res['results']['cand']['raw_ms'],
                                           res['results']['base']['raw_ms']))
     assert res['ratios']['cand/base'] == pytest.approx(paired[2])
+    # three candidates: the order rotates by one each round
+    order.clear()
+    steps['third'] = Fake('third', 0.001)
+    tool.interleaved(steps, {}, dict(cfg, warmup=0, min_repeats=3, max_repeats=3),
+                     torch.device('cpu'))
+    assert order[3:] == ['base', 'cand', 'third', 'cand', 'third', 'base', 'third', 'base',
+                         'cand']
 
 
 def test_peak_memory_counts_what_a_step_allocates(tool):

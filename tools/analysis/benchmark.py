@@ -23,8 +23,10 @@ forward with autograd recording), ``eval`` (eval mode under ``no_grad``) and
 ``deploy`` (the deploy form, eval mode under ``no_grad``).
 
 Method. All candidates of a case get the same input, the same warm-up (each
-is run ``warmup`` times, round-robin) and are then timed round-robin
-(A B C A B C ...) for ``repeats`` rounds; one sample is the mean of ``inner``
+is run ``warmup`` times, round-robin) and are then timed interleaved for
+``repeats`` rounds, the order rotating by one each round (A B C, B C A, C A B,
+...; for two candidates A B, B A, A B, ...) so that no candidate always runs
+first or right after the same neighbour; one sample is the mean of ``inner``
 back-to-back calls (``inner`` chosen from the warm-up so that a sample lasts at
 least ``min_sample_ms``), with ``torch.cuda.synchronize()`` around every
 sample on CUDA and the garbage collector off. A case reports each candidate's
@@ -42,6 +44,18 @@ summed in time order and the maximum taken, i.e. the peak of the bytes
 allocated by the call through PyTorch's CPU allocator above the level before
 it (oneDNN's internal scratch buffers are not included).
 
+Shared machines. With two or more threads, OpenMP's default spin-waiting makes
+every op pay for other processes on the same cores (a 10x slowdown of small
+ops was measured here under load); the tool warns when the load average
+exceeds the core count. Run with ``OMP_WAIT_POLICY=PASSIVE`` or
+``--threads 1`` there; the setting is recorded in ``machine``. Note that with
+one thread PyTorch runs unstrided 1x1 convs (batch < 16) through its own
+im2col path instead of oneDNN, which also splits grouped 1x1 convs per group.
+By default the tool also makes glibc keep freed memory (``--malloc``; see
+:func:`keep_freed_memory`): without it, page faults on freshly mapped
+multi-MiB tensors swung the ratio of two identical layers between 0.8 and 1.2
+here; with it, 0.99-1.01. Both settings apply to every candidate alike.
+
 Example:
     python tools/analysis/benchmark.py --quick --out work_dirs/bench/quick.json
     python tools/analysis/benchmark.py --device cuda --out work_dirs/bench/cuda.json
@@ -51,6 +65,8 @@ atomically.
 """
 import argparse
 import copy
+import ctypes
+import ctypes.util
 import gc
 import json
 import math
@@ -108,8 +124,8 @@ PROFILES = {
                   layer_modes=('train', 'forward', 'eval'),
                   memory_modes=('train', 'eval', 'deploy')),
     'quick': dict(layer_batch=8, backbone_batch=1, mixnet_batch=4, resolution=224,
-                  layer_scale=1, subset='quick', warmup=2, min_repeats=7, max_repeats=11,
-                  case_budget_s=0.5, min_sample_ms=10.0, backbone_train=False,
+                  layer_scale=1, subset='quick', warmup=2, min_repeats=11, max_repeats=21,
+                  case_budget_s=0.8, min_sample_ms=10.0, backbone_train=False,
                   layer_modes=('train', 'eval'), memory_modes=('train', 'eval', 'deploy')),
     'full': dict(layer_batch=32, backbone_batch=8, mixnet_batch=16, resolution=224,
                  layer_scale=1, subset='full', warmup=3, min_repeats=15, max_repeats=31,
@@ -151,6 +167,27 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------- primitives
+def keep_freed_memory() -> bool:
+    """glibc only: keeps freed memory in the process (``mallopt``: mmap
+    threshold at its 32 MiB maximum, trim threshold 1 GiB).
+
+    By default glibc hands large freed blocks back to the kernel, so the next
+    allocation of a multi-MiB tensor page-faults and zeroes fresh pages; on a
+    VM that costs milliseconds per tensor and makes identical calls bimodal
+    (43 vs 60 ms measured for the same layer here). Applied process-wide, i.e.
+    equally to every candidate. Returns whether it took effect.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20) == 1
+                and mallopt(m_trim_threshold, 1 << 30) == 1)
+
+
+
 def _sync(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
@@ -254,7 +291,8 @@ def peak_memory_mb(step: Step, device: torch.device) -> Optional[float]:
 
 def interleaved(steps: Dict[str, Step], pairs: Dict[str, Tuple[str, str]], cfg: dict,
                 device: torch.device, memory: bool = False) -> dict:
-    """Times ``steps`` round-robin after an equal warm-up.
+    """Times ``steps`` interleaved (order rotating every round) after an
+    equal warm-up.
 
     Args:
         steps (dict[str, Step]): Candidates by name.
@@ -286,8 +324,9 @@ def interleaved(steps: Dict[str, Step], pairs: Dict[str, Tuple[str, str]], cfg: 
     gc.collect()
     gc.disable()
     try:
-        for _ in range(repeats):
-            for n in names:
+        for r in range(repeats):
+            k = r % len(names)
+            for n in names[k:] + names[:k]:  # rotate the order every round
                 raw[n].append(_sample(steps[n], inner, device))
     finally:
         if gc_was_enabled:
@@ -697,6 +736,9 @@ def machine_info(device: torch.device) -> dict:
         info['mmcv'], info['timm'] = mmcv.__version__, timm.__version__
     except ImportError:  # pragma: no cover
         pass
+    info['env'] = {k: os.environ[k] for k in ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY',
+                                              'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_',
+                                              'LD_PRELOAD') if k in os.environ}
     return info
 
 
@@ -725,16 +767,22 @@ def to_markdown(report: dict) -> str:
         f"# Benchmark ({report['profile']}, {m['device']})", '',
         f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}"
         + (f", {m['gpu']}" if 'gpu' in m else '')
+        + f"; allocator: {report['settings']['malloc']}"
         + f"; load average {report['loadavg_before']} -> {report['loadavg_after']}; "
         f"{report['elapsed_s']:.0f} s.", '',
         'Ratios are candidate / baseline (lower is better): median of the per-round ratios of '
         'interleaved runs; a ratio over several shapes is their geometric mean. Peak memory: '
         f"{report['memory_method']}.", '',
-        '## Targets', '', '| key | measured | target | met | what |', '|---|---|---|---|---|'
+        '## Targets', '',
+        '| key | measured | target | met | per shape | ratio of minima | what |',
+        '|---|---|---|---|---|---|---|'
     ]
     for key, target in report['targets'].items():
+        detail = report['key_details'][key]
+        per_case = ', '.join(f'{v:.3f}' for v in detail['per_case'].values())
         lines.append(f"| `{key}` | {report[key]:.3f} | {target:.2f} | "
-                     f"{'yes' if report['met'][key] else '**no**'} | {DESCRIPTIONS[key]} |")
+                     f"{'yes' if report['met'][key] else '**no**'} | {per_case} | "
+                     f"{detail['of_minima']:.3f} | {DESCRIPTIONS[key]} |")
     lines += ['', '## Cases', '',
               '| family | case | input | mode | candidate | cand. ms | baseline | base. ms | '
               'ratio | cand. MiB | base. MiB | repeats |',
@@ -826,6 +874,14 @@ def parse_args(argv=None):
     parser.add_argument('--only', nargs='+', default=None,
                         choices=['doconv', 'mixconv', 'bsconvu', 'resnet', 'mixnet', 'mobilenet'],
                         help='run only these suites (keys of the others are then missing)')
+    parser.add_argument('--malloc', default='keep-freed', choices=['keep-freed', 'default'],
+                        help="'keep-freed' (default): glibc keeps freed memory in the process "
+                        "(see keep_freed_memory), removing page-fault noise; 'default': leave "
+                        'the allocator as it is')
+    parser.add_argument('--layer-batch', type=int, default=None,
+                        help="override the profile's batch of the layer suites")
+    parser.add_argument('--backbone-batch', type=int, default=None,
+                        help="override the profile's batch of the backbone suites")
     parser.add_argument('--out', required=True, help='output JSON path (.md/.png beside it)')
     return parser.parse_args(argv)
 
@@ -834,6 +890,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     profile_name = 'smoke' if args.smoke else 'quick' if args.quick else 'full'
     cfg = dict(PROFILES[profile_name])
+    if args.layer_batch is not None:
+        cfg['layer_batch'] = args.layer_batch
+    if args.backbone_batch is not None:
+        cfg['backbone_batch'] = cfg['mixnet_batch'] = args.backbone_batch
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: no CUDA device is available')
     device = torch.device(args.device)
@@ -845,6 +905,9 @@ def main(argv=None) -> dict:
         except AttributeError:  # pragma: no cover
             threads = os.cpu_count() or 1
     torch.set_num_threads(max(1, threads))
+    malloc = 'default'
+    if args.malloc == 'keep-freed':
+        malloc = 'keep-freed' if keep_freed_memory() else 'default (mallopt unavailable)'
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
@@ -852,6 +915,11 @@ def main(argv=None) -> dict:
 
     start = time.time()
     load_before = [round(v, 2) for v in os.getloadavg()]
+    if load_before[0] > (os.cpu_count() or 1) and torch.get_num_threads() > 1 \
+            and os.environ.get('OMP_WAIT_POLICY', '').upper() != 'PASSIVE':
+        log(f'load average {load_before[0]} exceeds the {os.cpu_count()} cores: timings with '
+            f'{torch.get_num_threads()} spinning OpenMP threads will be erratic; consider '
+            'OMP_WAIT_POLICY=PASSIVE or --threads 1')
     suites = args.only or list(SUITES)
     cases, formats, fused_split, suite_seconds = [], [], [], {}
     for suite in suites:
@@ -872,9 +940,10 @@ def main(argv=None) -> dict:
                        'torch.profiler allocation events (profile_memory=True) summed in time '
                        'order, maximum above the level before the call (PyTorch CPU allocator; '
                        'oneDNN scratch buffers excluded)'),
-        ratio_method='median over rounds of candidate/baseline of the same round (interleaved '
-                     'round-robin after equal warm-up); geometric mean over shapes',
-        settings=cfg,
+        ratio_method='median over rounds of candidate/baseline of the same round (interleaved, '
+                     'order rotating each round, after equal warm-up); geometric mean over '
+                     'shapes',
+        settings=dict(cfg, malloc=malloc),
         **{k: keys[k] for k in targets},
         targets=targets,
         met={k: bool(keys[k] <= t) for k, t in targets.items()},
