@@ -24,6 +24,7 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 
 from mm_efficientconv.layers.base import EfficientConv2d, IntOrPair
+from mm_efficientconv.layers.doconv_compose import doconv_compose
 
 
 def doconv_identity(num_taps: int, d_mul: int, dtype: Optional[torch.dtype] = None,
@@ -31,39 +32,6 @@ def doconv_identity(num_taps: int, d_mul: int, dtype: Optional[torch.dtype] = No
     """The ``(num_taps, d_mul)`` identity that ``D' = D - I`` is stored
     relative to (columns beyond ``num_taps`` are zero)."""
     return torch.eye(num_taps, d_mul, dtype=dtype, device=device)
-
-
-def doconv_compose(W: torch.Tensor, D: torch.Tensor, groups: int,
-                   kernel_size: Tuple[int, int]) -> torch.Tensor:
-    """Composes the dense conv kernel of a DO-Conv (differentiable).
-
-    Every kernel slice is composed with the depthwise matrix of its *true*
-    input channel, for plain, grouped, depthwise and depthwise-with-multiplier
-    convolutions alike, in one batched contraction over the groups.
-
-    Args:
-        W (Tensor): Conv kernel ``(out, in // groups, D_mul)``.
-        D (Tensor): Full depthwise kernel ``(in, kh * kw, D_mul)`` (that is
-            ``D' + I``, not the stored ``D'``).
-        groups (int): Groups of the convolution.
-        kernel_size (tuple[int, int]): ``(kh, kw)``.
-
-    Returns:
-        Tensor: The kernel ``(out, in // groups, kh, kw)``.
-    """
-    out_channels, in_per_group, d_mul = W.shape
-    num_taps = D.shape[1]
-    if groups == 1:
-        # one bmm over the input channels on strided views (no operand copies):
-        # (in, out, D_mul) @ (in, D_mul, kh*kw) -> (in, out, kh*kw)
-        kernel = torch.bmm(W.transpose(0, 1), D.transpose(1, 2)).transpose(0, 1)
-        return kernel.reshape(out_channels, in_per_group, *kernel_size).contiguous()
-    # batch (g, c): (out/g, D_mul) @ (D_mul, kh*kw) for every group g and input c of the group
-    w = W.reshape(groups, out_channels // groups, in_per_group, d_mul).transpose(1, 2)
-    d = D.reshape(groups, in_per_group, num_taps, d_mul).transpose(-1, -2)
-    kernel = torch.matmul(w, d).transpose(1, 2)  # (g, out/g, in/g, kh*kw)
-    # contiguous: a strided kernel (a view for groups=1) makes the conv reorder it at every call
-    return kernel.reshape(out_channels, in_per_group, *kernel_size).contiguous()
 
 
 def _autocast_enabled(device_type: str) -> bool:

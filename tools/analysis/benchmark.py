@@ -736,7 +736,10 @@ def machine_info(device: torch.device) -> dict:
         info['mmcv'], info['timm'] = mmcv.__version__, timm.__version__
     except ImportError:  # pragma: no cover
         pass
-    info['env'] = {k: os.environ[k] for k in ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY',
+    from mm_efficientconv.layers.doconv_compose import fused_compose_available
+    # whether DO-Conv's training-time composition runs the compiled CPU kernel (setup.py builds it)
+    info['doconv_fused_compose'] = device.type == 'cpu' and fused_compose_available()
+    info['env'] = {k: os.environ[k] for k in ('MMEFF_WITH_OPS', 'OMP_NUM_THREADS', 'OMP_WAIT_POLICY',
                                               'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_',
                                               'LD_PRELOAD') if k in os.environ}
     return info
@@ -768,6 +771,7 @@ def to_markdown(report: dict) -> str:
         f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}"
         + (f", {m['gpu']}" if 'gpu' in m else '')
         + f"; allocator: {report['settings']['malloc']}"
+        + f"; DO-Conv fused CPU composition: {'yes' if m.get('doconv_fused_compose') else 'no'}"
         + f"; load average {report['loadavg_before']} -> {report['loadavg_after']}; "
         f"{report['elapsed_s']:.0f} s.", '',
         'Ratios are candidate / baseline (lower is better): median of the per-round ratios of '

@@ -40,7 +40,9 @@ fi
 pip_install() { "${PIP[@]}" install -c "$CONSTRAINTS" "$@"; }
 
 # Fast path: everything installed by this very script version already.
-SCRIPT_HASH="$(cat "$0" "$CONSTRAINTS" "$ROOT/setup.py" 2>/dev/null | sha256sum | cut -c1-16)"
+# the compiled ops' sources are part of the key: an edited kernel is rebuilt by the editable install
+SCRIPT_HASH="$(cat "$0" "$CONSTRAINTS" "$ROOT/setup.py" "$ROOT"/mm_efficientconv/csrc/*.cpp 2>/dev/null \
+  | sha256sum | cut -c1-16)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SCRIPT_HASH" ] && \
    "$PY" -c 'import torch, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmpretrain, mm_efficientconv' >/dev/null 2>&1; then
   say "environment is up to date ($VENV)"
@@ -113,6 +115,10 @@ import mmdet.models, mmseg.models, mmpretrain.models, mm_efficientconv  # noqa: 
 from mmcv.ops import RoIAlign, nms  # noqa: F401
 import pkg_resources  # noqa: F401  (mmengine needs it for `mmdet::` config bases)
 import mmcv, mmdet, mmseg, mmpretrain, mmengine, torch
+from mm_efficientconv.layers.doconv_compose import fused_compose_available
+if not fused_compose_available():
+    print('[setup] warning: the compiled ops (mm_efficientconv._ext) are not available; DO-Conv '
+          'training on the CPU uses the slower PyTorch composition')
 print('[setup] ok: torch %s, mmcv %s, mmengine %s, mmdet %s, mmseg %s, mmpretrain %s' % (
     torch.__version__, mmcv.__version__, mmengine.__version__, mmdet.__version__, mmseg.__version__,
     mmpretrain.__version__))
