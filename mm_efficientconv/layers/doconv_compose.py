@@ -54,18 +54,8 @@ def set_fused_compose(enabled: bool) -> bool:
 
 def compose_with_matmul(W: torch.Tensor, D: torch.Tensor, groups: int,
                         kernel_size: Tuple[int, int]) -> torch.Tensor:
-    """The composition in PyTorch ops (differentiable, any device/dtype).
-
-    Args:
-        W (Tensor): Conv kernel ``(out, in // groups, D_mul)``.
-        D (Tensor): Full depthwise kernel ``(in, kh * kw, D_mul)`` (that is
-            ``D' + I``, not the stored ``D'``).
-        groups (int): Groups of the convolution.
-        kernel_size (tuple[int, int]): ``(kh, kw)``.
-
-    Returns:
-        Tensor: The contiguous kernel ``(out, in // groups, kh, kw)``.
-    """
+    """The composition in PyTorch ops (differentiable to any order, any
+    device and dtype); arguments and result as in :func:`doconv_compose`."""
     out_channels, in_per_group, d_mul = W.shape
     num_taps = D.shape[1]
     if groups == 1:

@@ -882,7 +882,7 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group()
     group.add_argument('--quick', action='store_true',
-                       help='small batches and few repeats (about a minute on 2 CPU cores)')
+                       help='the quick shapes, few repeats (about 80 s on 2 CPU cores)')
     group.add_argument('--smoke', action='store_true',
                        help='tiny shapes, 3 repeats: checks that every path runs (numbers '
                        'are not meaningful)')
