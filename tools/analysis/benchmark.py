@@ -569,6 +569,8 @@ def bench_resnet(cfg: dict, device: torch.device) -> dict:
 
     import mm_efficientconv.layers.doconv  # noqa: F401  (registers DOConv)
     from mm_efficientconv.layers.deploy import switch_to_deploy
+    rounds = max(cfg['min_repeats'], cfg.get('resnet_min_repeats', 0))
+    cfg = dict(cfg, min_repeats=rounds, max_repeats=max(cfg['max_repeats'], rounds))
     res_ = cfg['resolution']
     x = torch.randn(cfg['backbone_batch'], 3, res_, res_, device=device)
     stock = _eval(ResNet(depth=50).to(device))
@@ -947,16 +949,12 @@ def main(argv=None) -> dict:
     cases, formats, fused_split, suite_seconds = [], [], [], {}
     for suite in suites:
         t0 = time.time()
-        suite_cfg = dict(cfg)
-        if suite == 'resnet':
-            suite_cfg['min_repeats'] = max(cfg['min_repeats'], cfg.get('resnet_min_repeats', 0))
-            suite_cfg['max_repeats'] = max(cfg['max_repeats'], suite_cfg['min_repeats'])
         # the collections before every case (and every memory measurement) then scan only
         # what the suite creates: a full collection of the imported frameworks took 0.15 s
         gc.collect()
         gc.freeze()
         try:
-            out = SUITES[suite](suite_cfg, device)
+            out = SUITES[suite](cfg, device)
         finally:
             gc.unfreeze()
         cases += out.get('cases', [])
