@@ -3,14 +3,14 @@
 BMVC 2019) as an OpenMMLab backbone.
 
 The structure is exactly TF MixNet / timm's ``mixnet_s``/``mixnet_m``/
-``mixnet_l`` (a timm state dict loads through :func:`convert_timm_mixnet` and
-gives the same outputs), built from mmcv ``ConvModule``s so that the conv,
+``mixnet_l`` (a timm state dict converted by
+``tools/model_converters/timm_mixnet_to_mmeff.py`` loads and gives the same
+outputs), built from mmcv ``ConvModule``s so that the conv,
 norm and activation layers are configurable. OpenMMLab has no MixNet.
 """
 import copy
-import re
 from numbers import Real
-from typing import Dict, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -128,9 +128,9 @@ class MixNet(BaseBackbone):
         drop_path_rate (float): Stochastic depth rate, increasing linearly
             from 0 (first block) to this value (last block). Defaults to 0.
         init_cfg (dict | list[dict], optional): Initialisation config.
-            Defaults to Kaiming init of ``nn.Conv2d`` layers and constant 1
-            for norm layers; conv layers with their own ``init_weights()``
-            (MixConv, MixGroupedPointwise, ...) initialise themselves.
+            Defaults to Kaiming init of conv layers and constant 1 for norm
+            layers; the groups of mixed convs are then initialised each as a
+            conv of its own (see :meth:`init_weights`).
     """
 
     arch_settings = {
@@ -354,11 +354,12 @@ class MixNet(BaseBackbone):
         return self
 
     def init_weights(self) -> None:
-        """Applies ``init_cfg``, then initialises the convs that define their
-        own ``init_weights()`` (the factorised layers of this package:
-        ``ConvModule`` never calls its conv's ``init_weights()`` and
-        ``init_cfg`` cannot reach their parameters). With a ``Pretrained``
-        ``init_cfg`` the loaded weights are kept."""
+        """Applies ``init_cfg``, then the TF MixNet init of the mixed convs:
+        every group of a ``MixConv`` / ``MixGroupedPointwise`` gets
+        Kaiming-normal (fan-out) init as a conv of its own
+        (``kaiming_init_parts()``; ``init_cfg`` initialises the layer's
+        dense ``weight`` as a whole). With a ``Pretrained`` ``init_cfg`` the
+        loaded weights are kept."""
         if self._is_init:
             super().init_weights()  # mmengine warns about the repeated call
             return
@@ -369,109 +370,31 @@ class MixNet(BaseBackbone):
             return
         for m in self.modules():
             if isinstance(m, ConvModule):
-                init = getattr(m.conv, 'init_weights', None)
+                init = getattr(m.conv, 'kaiming_init_parts', None)
                 if callable(init):
                     init()
 
 
 # ----------------------------------------------------------------- timm keys
-_TIMM_IR = {'conv_pw': 'expand_conv.conv', 'bn1': 'expand_conv.bn',
-            'conv_dw': 'depthwise_conv.conv', 'bn2': 'depthwise_conv.bn',
-            'conv_pwl': 'linear_conv.conv', 'bn3': 'linear_conv.bn',
-            'se.conv_reduce': 'se.conv1.conv', 'se.conv_expand': 'se.conv2.conv'}
-_TIMM_DS = {'conv_dw': 'depthwise_conv.conv', 'bn1': 'depthwise_conv.bn',
-            'conv_pw': 'linear_conv.conv', 'bn2': 'linear_conv.bn',
-            'se.conv_reduce': 'se.conv1.conv', 'se.conv_expand': 'se.conv2.conv'}
-_BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.(\d+)\.(.+)$')
-_SPLIT_CONV_KEY = re.compile(r'^(.+)\.(\d+)\.weight$')
-
-
-def convert_timm_mixnet(state_dict: Dict[str, torch.Tensor],
-                        backbone_prefix: str = 'backbone.',
-                        head_prefix: str = 'head.fc.') -> Dict[str, torch.Tensor]:
-    """Maps a timm ``mixnet_s``/``mixnet_m``/``mixnet_l`` state dict onto
-    :class:`MixNet` (``arch='s'``/``'m'``/``'l'``) inside an mmpretrain
-    ``ImageClassifier`` (``GlobalAveragePooling`` + ``LinearClsHead``). Other
-    timm MixNets (``mixnet_xl``) map onto a custom arch dict with the same
-    blocks.
-
-    Key mapping (``i``, ``j``: timm stage and block):
-
-    * ``conv_stem`` / ``bn1`` -> ``layers.0.conv`` / ``layers.0.bn``;
-    * ``blocks.i.j.*`` -> ``layers.{i+1}.j.*`` with, in inverted residual
-      blocks, ``conv_pw``/``bn1`` -> ``expand_conv``, ``conv_dw``/``bn2`` ->
-      ``depthwise_conv``, ``conv_pwl``/``bn3`` -> ``linear_conv`` and, in the
-      first (depthwise-separable) block, ``conv_dw``/``bn1`` ->
-      ``depthwise_conv``, ``conv_pw``/``bn2`` -> ``linear_conv``;
-      ``se.conv_reduce``/``se.conv_expand`` -> ``se.conv1.conv``/``se.conv2.conv``;
-    * timm's mixed / grouped convs (``conv_dw.0.weight``, ``conv_dw.1.weight``,
-      ...) -> ``MixConv`` / ``MixGroupedPointwise`` ``kernels.0``,
-      ``kernels.1``, ...; single convs keep ``weight``;
-    * ``conv_head`` / ``bn2`` -> ``layers.{n+1}.conv`` / ``layers.{n+1}.bn``
-      (``n`` = number of timm stages);
-    * ``classifier.*`` -> ``{head_prefix}*``.
-
-    Only timm's PyTorch-native MixNets match exactly; the ``tf_mixnet_*``
-    ports use TF 'same' padding, which :class:`MixNet` does not emulate. timm
-    trains its own MixNets with BN ``eps=1e-5``: build the backbone with
-    ``norm_cfg=dict(type='BN', eps=1e-5)`` to reproduce them.
-
-    Args:
-        state_dict (dict[str, Tensor]): The timm state dict (a ``module.``
-            prefix from DDP is removed).
-        backbone_prefix (str): Prefix of the backbone keys. Defaults to
-            ``'backbone.'``; use ``''`` for a bare backbone.
-        head_prefix (str): Prefix of the classifier keys. Defaults to
-            ``'head.fc.'``.
-
-    Returns:
-        dict[str, Tensor]: The converted state dict (same tensors).
-
-    Raises:
-        KeyError: If a key is not part of a timm MixNet.
-    """
-    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
-                  for k, v in state_dict.items()}
-    stages = {int(m.group(1)) for m in map(_BLOCK_KEY.match, state_dict) if m}
-    if not stages:
-        raise KeyError('no timm "blocks.*" keys found: not a timm MixNet state dict')
-    head_index = max(stages) + 2
-    ir_blocks = {m.group(1, 2) for m in map(_BLOCK_KEY.match, state_dict)
-                 if m and m.group(3).startswith('conv_pwl.')}
-
-    def conv_param(mod: str, rest: str) -> str:
-        split = _SPLIT_CONV_KEY.match(rest)
-        if split and split.group(1) in ('conv_dw', 'conv_pw', 'conv_pwl'):
-            return f'{mod}.kernels.{split.group(2)}'
-        return f'{mod}.{rest.rsplit(".", 1)[1]}'
-
-    converted, unknown = {}, []
-    for key, value in state_dict.items():
-        new = None
-        block = _BLOCK_KEY.match(key)
-        if block:
-            i, j, rest = block.groups()
-            table = _TIMM_IR if (i, j) in ir_blocks else _TIMM_DS
-            for src in sorted(table, key=len, reverse=True):
-                if rest.startswith(src + '.'):
-                    new = f'layers.{int(i) + 1}.{j}.' + conv_param(table[src], rest)
-                    break
-        elif key.startswith('conv_stem.'):
-            new = 'layers.0.conv.' + key[len('conv_stem.'):]
-        elif key.startswith('bn1.'):
-            new = 'layers.0.bn.' + key[len('bn1.'):]
-        elif key.startswith('conv_head.'):
-            new = f'layers.{head_index}.conv.' + key[len('conv_head.'):]
-        elif key.startswith('bn2.'):
-            new = f'layers.{head_index}.bn.' + key[len('bn2.'):]
-        elif key.startswith('classifier.'):
-            converted[head_prefix + key[len('classifier.'):]] = value
-            continue
-        if new is None:
-            unknown.append(key)
-        else:
-            converted[backbone_prefix + new] = value
-    if unknown:
-        raise KeyError(f'keys that are not part of a timm MixNet: {unknown[:10]}'
-                       + (' ...' if len(unknown) > 10 else ''))
-    return converted
+def convert_timm_mixnet(state_dict, backbone_prefix: str = 'backbone.',
+                        head_prefix: str = 'head.fc.'):
+    """Deprecated here: the timm key mapping lives in
+    ``tools/model_converters/timm_mixnet_to_mmeff.py`` (its
+    ``convert_timm_mixnet``, same arguments); this shim loads it from the
+    repository's or the installed package's ``tools`` folder."""
+    import importlib.util
+    import os.path as osp
+    import warnings
+    warnings.warn('mm_efficientconv.backbones.mixnet.convert_timm_mixnet moved to '
+                  'tools/model_converters/timm_mixnet_to_mmeff.py', DeprecationWarning,
+                  stacklevel=2)
+    package = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    relative = osp.join('tools', 'model_converters', 'timm_mixnet_to_mmeff.py')
+    for root in (osp.dirname(package), osp.join(package, '.mim')):
+        path = osp.join(root, relative)
+        if osp.isfile(path):
+            spec = importlib.util.spec_from_file_location('timm_mixnet_to_mmeff', path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module.convert_timm_mixnet(state_dict, backbone_prefix, head_prefix)
+    raise FileNotFoundError(f'{relative} not found next to the package or in its .mim folder')

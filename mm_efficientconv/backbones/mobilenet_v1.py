@@ -194,8 +194,8 @@ class MobileNetV1(BaseBackbone):
             to False.
         init_cfg (dict | list[dict], optional): Initialisation config.
             Defaults to Kaiming init of ``Conv2d`` layers and constant 1 for
-            norm layers (as mmpretrain's ``MobileNetV2``); conv layers of this
-            package initialise themselves through their ``init_weights``.
+            norm layers (as mmpretrain's ``MobileNetV2``); ``layer='Conv2d'``
+            reaches the conv layers of this package too.
     """
 
     # Per stage: [out_channels, num_blocks, stride of the first block].

@@ -11,7 +11,8 @@ from mmengine.registry import MODELS
 from mmpretrain.models.backbones.mobilenet_v3 import MobileNetV3
 from mmpretrain.models.utils import InvertedResidual
 
-from mm_efficientconv.backbones.mobilenet_v2_bsconvs import sum_orthonormal_penalties
+from mm_efficientconv.backbones.mobilenet_v2_bsconvs import (init_projections_orthonormal,
+                                                             sum_orthonormal_penalties)
 
 
 @MODELS.register_module()
@@ -50,7 +51,8 @@ class BSConvSMobileNetV3(MobileNetV3):
             reference implementation; the parameters are unchanged.
             Defaults to False.
         init_cfg (dict | list[dict], optional): Initialisation config.
-            Defaults to mmpretrain ``MobileNetV3``'s.
+            Defaults to mmpretrain ``MobileNetV3``'s; the projection convs
+            then get orthonormal rows (unless ``Pretrained``).
     """
 
     def __init__(self,
@@ -133,3 +135,9 @@ class BSConvSMobileNetV3(MobileNetV3):
             Tensor: A differentiable fp32 scalar.
         """
         return sum_orthonormal_penalties(self.projection_convs())
+
+    def init_weights(self) -> None:
+        """mmpretrain's init, then orthonormal projection rows (see
+        :func:`~mm_efficientconv.backbones.mobilenet_v2_bsconvs.init_projections_orthonormal`)."""
+        super().init_weights()
+        init_projections_orthonormal(self)

@@ -169,7 +169,8 @@ class CifarResNet(ResNet_CIFAR):
         drop_path_rate (float): Stochastic depth rate. Defaults to 0.0.
         init_cfg (dict | list[dict], optional): Initialisation config.
             Defaults to Kaiming init of ``Conv2d`` layers and constant 1 of
-            norm layers (efficient conv layers initialise themselves).
+            norm layers (``layer='Conv2d'`` reaches this package's conv layers
+            too).
     """
 
     arch_settings = _ThreeStageDepths(offset=2, block=BasicBlock, common=(20, 32, 44, 56, 110))
@@ -345,7 +346,8 @@ class CifarWideResNet(BaseBackbone):
             False.
         init_cfg (dict | list[dict], optional): Initialisation config.
             Defaults to Kaiming init of ``Conv2d`` layers and constant 1 of
-            norm layers (efficient conv layers initialise themselves).
+            norm layers (``layer='Conv2d'`` reaches this package's conv layers
+            too).
     """
 
     arch_settings = _ThreeStageDepths(offset=4, block=WideBasicBlock, common=(16, 22, 28, 40))

@@ -1,6 +1,5 @@
 # Copyright (c) mm_efficientconv contributors. All rights reserved.
 """A hook that adds the BSConv-S orthonormal regulariser to the training loss."""
-import contextlib
 from numbers import Real
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -10,6 +9,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+
+from mm_efficientconv.layers.utils import autocast_disabled
 
 LOSS_KEY = 'loss_ortho'
 #: The name a head's bare ``'loss'`` key is given while the hook is active.
@@ -24,13 +25,6 @@ def regularised_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     regularise)."""
     return [(name, m) for name, m in model.named_modules()
             if callable(getattr(m, 'reg_loss', None)) and not getattr(m, 'plain', False)]
-
-
-def _no_autocast(device_type: str):
-    try:
-        return torch.autocast(device_type=device_type, enabled=False)
-    except RuntimeError:  # a device type autocast does not know
-        return contextlib.nullcontext()
 
 
 def compute_reg_loss(modules: List[nn.Module], reduction: str = 'sum') -> torch.Tensor:
@@ -51,7 +45,7 @@ def compute_reg_loss(modules: List[nn.Module], reduction: str = 'sum') -> torch.
     for module in modules:
         param = next(module.parameters(), None)
         device_type = param.device.type if param is not None else 'cpu'
-        with _no_autocast(device_type):
+        with autocast_disabled(device_type):
             value = module.reg_loss()
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             raise TypeError(f'{type(module).__name__}.reg_loss() must return a scalar tensor, '

@@ -5,9 +5,11 @@ from .base import EfficientConv2d
 from .bsconv import BSConvS, BSConvU
 from .deploy import switch_to_deploy
 from .doconv import DOConv
-from .mixconv import MixConv, MixGroupedPointwise, split_channels
+from .kernel_cache import cached_kernels
+from .mix_pointwise import MixGroupedPointwise
+from .mixconv import MixConv, split_channels
 
 __all__ = [
     'EfficientConv2d', 'BSConvU', 'BSConvS', 'MixConv', 'MixGroupedPointwise', 'DOConv',
-    'split_channels', 'switch_to_deploy'
+    'split_channels', 'switch_to_deploy', 'cached_kernels'
 ]

@@ -13,6 +13,18 @@ Where a layer's transform does not apply at a call site (a 1x1 conv for
 DO-Conv, a dense conv for MixConv, ...), the layer is in *plain mode*: it owns a
 ``weight``/``bias`` exactly like ``nn.Conv2d`` (same shapes, same state-dict
 keys, same initialisation) and computes the same function.
+
+Initialisation follows ``nn.Conv2d`` too: a layer starts with the equivalent
+of PyTorch's default conv init (:meth:`EfficientConv2d.reset_parameters`) and
+has no ``init_weights()``, so mmcv's ``ConvModule`` and mmengine's
+``BaseModule`` treat it as a stock conv. Initialisers write ``layer.weight``
+in place; in transform mode ``weight`` is a
+:class:`~mm_efficientconv.layers.kernel_view.KernelView`, which stores such
+writes (also through ``.data``, ``.detach()`` or views, and assignments
+``layer.weight = tensor``) into the layer's own parameters through
+``_write_kernel``. Every concrete layer also has a direct base class named
+``Conv2d`` (:class:`Conv2dInitTarget`), so mmengine's initialisers with
+``layer='Conv2d'`` select it as they select a stock conv.
 """
 import math
 from typing import Optional, Tuple, Union
@@ -21,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
+
+from mm_efficientconv.layers.kernel_view import kernel_view
 
 _PADDING_MODES = ('zeros', 'reflect', 'replicate', 'circular')
 
@@ -41,6 +55,32 @@ def same_padding(kernel_size: Tuple[int, int], dilation: Tuple[int, int]) -> Tup
     """Centred ('same' for stride 1) padding of an odd kernel; used by every
     layer that mixes kernel sizes."""
     return tuple(d * (k - 1) // 2 for k, d in zip(kernel_size, dilation))
+
+
+def _tracing() -> bool:
+    compiler = getattr(torch, 'compiler', None)
+    return (torch.jit.is_tracing() or torch.jit.is_scripting()
+            or bool(compiler is not None and compiler.is_compiling()))
+
+
+class Conv2dInitTarget:
+    """Marker base class named ``Conv2d``.
+
+    mmengine's initialisers (``dict(type='Kaiming', layer='Conv2d')`` etc.)
+    select a module when ``layer`` names its class or one of its *direct*
+    base classes. Every registered layer of this package lists this class as a
+    direct base, so those initialisers reach it exactly where they reach a
+    stock conv (and write its ``weight``, see :class:`EfficientConv2d`). It
+    adds no attributes and is not an ``nn.Conv2d`` (``isinstance`` checks for
+    ``nn.Conv2d`` stay false).
+    """
+
+    __slots__ = ()
+
+
+Conv2dInitTarget.__name__ = 'Conv2d'
+Conv2dInitTarget.__qualname__ = 'Conv2d'
+Conv2d = Conv2dInitTarget  # resolvable under its __qualname__ (pickling the class)
 
 
 class EfficientConv2d(nn.Module):
@@ -137,13 +177,12 @@ class EfficientConv2d(nn.Module):
     # --------------------------------------------------------------- plain mode
     def _init_plain_conv(self, bias: bool) -> None:
         """Switches the layer to plain mode: ``weight``/``bias`` parameters of
-        ``nn.Conv2d``'s shapes, initialised as the OpenMMLab codebases
-        initialise a plain conv (see :meth:`init_weights`)."""
+        ``nn.Conv2d``'s shapes and initialisation."""
         self.plain = True
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         self._parameters['weight'] = nn.Parameter(torch.empty(shape))
         self._init_bias(bias)
-        EfficientConv2d.init_weights(self)
+        self.reset_plain_parameters()
 
     def _init_bias(self, bias: bool) -> None:
         if bias:
@@ -169,35 +208,48 @@ class EfficientConv2d(nn.Module):
         transform mode (differentiable)."""
         raise NotImplementedError
 
+    def reset_parameters(self) -> None:
+        """PyTorch's default ``nn.Conv2d`` initialisation (what a stock conv
+        starts with); factorised layers define its equivalent for their
+        parameters and apply it in their constructor."""
+        if self.plain:
+            self.reset_plain_parameters()
+            return
+        raise NotImplementedError
+
+    def _write_kernel(self, kernel: torch.Tensor) -> None:
+        """Stores a dense kernel ``(out, in // groups, kh, kw)`` written into
+        ``weight`` in the layer's parameters (transform mode); each layer
+        documents its rule."""
+        raise NotImplementedError(f'{type(self).__name__} cannot store a kernel written into '
+                                  'its weight')
+
     def __getattr__(self, name: str):
         # `weight` is a real Parameter in plain / deploy mode and the composed
         # dense kernel otherwise; resolving it here (instead of a property)
-        # keeps nn.Module's parameter registration untouched.
+        # keeps nn.Module's parameter registration untouched. In-place writes
+        # to the composed kernel reach the parameters (see KernelView).
         try:
             return super().__getattr__(name)
         except AttributeError:
             if name == 'weight' and not self.__dict__.get('plain', True):
-                return self.compute_weight()
+                weight = self.compute_weight()
+                return weight if _tracing() else kernel_view(self, weight)
             raise
 
-    def init_weights(self) -> None:
-        """Kaiming-normal (fan-out, ReLU) initialisation of the effective
-        kernel and zero bias: what ``ConvModule`` and the backbones'
-        ``init_cfg=dict(type='Kaiming', layer='Conv2d')`` give a plain conv.
-
-        Layers apply it in their constructor too. That matters inside the
-        codebases: mmengine's initialisers match layers by class name (a
-        ``DOConv`` is not a ``Conv2d``) and write into ``.weight`` (for a
-        factorised layer, a temporary composed kernel), and ``ConvModule``
-        neither initialises a conv that has ``init_weights`` nor calls it. So
-        a layer of this package starts where a stock conv in the same place
-        would, whichever path built it. Subclasses override this method for
-        their factorised parameters.
-        """
-        if self.plain:
-            nn.init.kaiming_normal_(self._parameters['weight'], mode='fan_out', nonlinearity='relu')
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+    def __setattr__(self, name: str, value) -> None:
+        if (name == 'weight' and not self.__dict__.get('plain', True)
+                and 'weight' not in self._parameters):
+            # `layer.weight = tensor` stores the kernel (a stray `weight`
+            # Parameter would be ignored by the forward)
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f'{type(self).__name__}.weight can only be assigned a tensor '
+                                f'(stored into the factorised parameters), got '
+                                f'{type(value).__name__}')
+            with torch.no_grad():
+                self._write_kernel(value.detach().clone())
+            return
+        super().__setattr__(name, value)
 
     # ----------------------------------------------------------------- deploy
     def to_plain_conv(self) -> nn.Conv2d:
@@ -206,7 +258,7 @@ class EfficientConv2d(nn.Module):
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
                          self.padding, self.dilation, self.groups, self.bias is not None,
                          self.padding_mode)
-        weight = self.weight
+        weight = self._parameters['weight'] if self.plain else self.compute_weight()
         conv = conv.to(device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             conv.weight.copy_(weight)

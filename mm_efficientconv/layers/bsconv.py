@@ -19,7 +19,6 @@ sizes filtered out by ``convert_kernel_sizes``) they are plain convolutions, so
 ``conv_cfg=dict(type='BSConvU')`` on a ResNet converts the regular 3x3 convs
 (as in the paper) and leaves the 1x1 convs regular.
 """
-import contextlib
 import math
 from numbers import Real
 from typing import Optional, Sequence, Tuple, Union
@@ -29,7 +28,8 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mm_efficientconv.layers.base import EfficientConv2d, IntOrPair
+from mm_efficientconv.layers.base import Conv2dInitTarget, EfficientConv2d, IntOrPair
+from mm_efficientconv.layers.utils import orthonormal_penalty
 
 KernelSizes = Optional[Union[int, Sequence[IntOrPair]]]
 
@@ -64,13 +64,6 @@ def _parse_kernel_sizes(value: KernelSizes) -> Optional[Tuple[Tuple[int, int], .
             raise ValueError(message)
         sizes.append(pair)
     return tuple(sizes)
-
-
-def _no_autocast(device: torch.device):
-    """A context that disables autocast for ``device`` (cpu / cuda)."""
-    if device.type in ('cpu', 'cuda'):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 class _BSConvBase(EfficientConv2d):
@@ -125,14 +118,11 @@ class _BSConvBase(EfficientConv2d):
 
     def _add_depthwise(self, bias: bool) -> None:
         """The blueprint conv (``groups=out``, no bias of its own) and the
-        layer's ``bias`` (nn.Conv2d's default init of a depthwise bias)."""
+        layer's ``bias``."""
         self.dw = nn.Conv2d(self.out_channels, self.out_channels, self.kernel_size, self.stride,
                             self.padding, self.dilation, groups=self.out_channels, bias=False,
                             padding_mode=self.padding_mode)
         self._init_bias(bias)
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.kernel_size[0] * self.kernel_size[1])
-            nn.init.uniform_(self.bias, -bound, bound)
 
     # ------------------------------------------------------------------ forward
     def _mid_norm(self, y: torch.Tensor, index: int) -> torch.Tensor:
@@ -175,26 +165,60 @@ class _BSConvBase(EfficientConv2d):
         return self.dw.weight * self._pointwise_matrix()[:, :, None, None]
 
     # ------------------------------------------------------------------- init
-    def init_weights(self) -> None:
-        """Kaiming-normal (fan-out, ReLU) init of every pointwise and depthwise
-        weight, zero bias, norms to weight 1 / bias 0. Plain mode: the base
-        class init of ``weight`` (ConvModule's init of a plain conv)."""
+    def reset_parameters(self) -> None:
+        """``nn.Conv2d``'s default init of the effective kernel (kaiming-uniform
+        with ``a=sqrt(5)`` drawn for the dense ``(out, in, kh, kw)`` kernel,
+        stored by :meth:`_write_kernel`, so every filter has the norm a stock
+        conv's filter has), ``nn.Conv2d``'s default bias, norms to weight 1 /
+        bias 0. (The reference implementation leaves PyTorch's default init on
+        each factor, which gives the effective kernel about 0.6x the std of a
+        stock conv.) Plain mode: ``nn.Conv2d``'s default init."""
         if self.plain:
-            super().init_weights()
+            self.reset_plain_parameters()
             return
+        for name in self.mid_norm_names:
+            getattr(self, name).reset_parameters()
         for child in self.children():
             if isinstance(child, nn.Conv2d):
-                nn.init.kaiming_normal_(child.weight, mode='fan_out', nonlinearity='relu')
-                if child.bias is not None:
-                    nn.init.zeros_(child.bias)
-        for name in self.mid_norm_names:
-            norm = getattr(self, name)
-            if getattr(norm, 'weight', None) is not None:
-                nn.init.ones_(norm.weight)
-            if getattr(norm, 'bias', None) is not None:
-                nn.init.zeros_(norm.bias)
+                child.reset_parameters()
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        if not self.mid_norm_names:
+            kernel = torch.empty(self.out_channels, self.in_channels, *self.kernel_size,
+                                 device=self.dw.weight.device, dtype=self.dw.weight.dtype)
+            nn.init.kaiming_uniform_(kernel, a=math.sqrt(5))
+            self._write_kernel(kernel)
         if self.bias is not None:
-            nn.init.zeros_(self.bias)
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _blueprint_factors(self, kernel: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, blueprints)``: per output filter ``n`` the best rank-1
+        approximation ``rows[n] x blueprints[n]`` of ``kernel[n]`` (viewed
+        ``(in, kh*kw)``), scaled to keep the filter's Frobenius norm, split
+        evenly between the two factors. Exact for blueprint kernels."""
+        n, m = self.out_channels, self.in_channels
+        w = kernel.reshape(n, m, -1).double()
+        u, _, vh = torch.linalg.svd(w, full_matrices=False)
+        scale = w.flatten(1).norm(dim=1).sqrt()[:, None]
+        return u[:, :, 0] * scale, vh[:, 0, :] * scale
+
+    def _write_kernel(self, kernel: torch.Tensor) -> None:
+        """Stores a dense kernel ``(out, in, kh, kw)`` written into ``weight``
+        (by an initialiser, ``.data.copy_``, ...): each filter becomes its
+        best blueprint approximation with the same Frobenius norm (exact for a
+        blueprint kernel, e.g. one read from an equal layer or a constant; an
+        initialiser's random kernel keeps its per-filter norm, hence the
+        layer's kernel std). Raises with a mid norm (no dense kernel)."""
+        self.compute_weight()  # raises with a mid norm
+        expected = (self.out_channels, self.in_channels, *self.kernel_size)
+        if tuple(kernel.shape) != expected:
+            raise ValueError(f'{type(self).__name__}: a kernel written into weight must have '
+                             f'shape {expected}, got {tuple(kernel.shape)}')
+        rows, blueprints = self._blueprint_factors(kernel)
+        self._store_factors(rows, blueprints.view(self.dw.weight.shape))
+
+    def _store_factors(self, rows: torch.Tensor, blueprints: torch.Tensor) -> None:
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -204,7 +228,7 @@ class _BSConvBase(EfficientConv2d):
 
 
 @MODELS.register_module()
-class BSConvU(_BSConvBase):
+class BSConvU(_BSConvBase, Conv2dInitTarget):
     """Unconstrained blueprint separable convolution (BSConv-U).
 
     A 1x1 conv ``pw`` (``in -> out``, no bias), optionally a norm, then a
@@ -267,6 +291,7 @@ class BSConvU(_BSConvBase):
         if mid_norm_cfg is not None:
             self._add_mid_norm(out_channels, postfix='')
         self._add_depthwise(bias)
+        self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.plain:
@@ -276,15 +301,20 @@ class BSConvU(_BSConvBase):
     def _pointwise_matrix(self) -> torch.Tensor:
         return self.pw.weight.flatten(1)
 
+    def _store_factors(self, rows: torch.Tensor, blueprints: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.pw.weight.copy_(rows.view_as(self.pw.weight))
+            self.dw.weight.copy_(blueprints)
+
     def switch_to_deploy(self) -> nn.Module:
         """Inference form; returns the module the parent should hold.
 
         BSConv-U is already minimal, so this returns ``self`` (``deploy=True``)
-        unchanged, except that an eval-mode BatchNorm mid norm is folded into
-        ``pw`` and ``bias`` where that is exact: with no padding or a non-zero
-        ``padding_mode`` (which pads the BN shift, a per-channel constant,
-        with itself). Under zero padding, or for other norms or a norm in
-        training mode, the norm is kept. Plain mode returns an equal
+        unchanged, except that an eval-mode affine BatchNorm mid norm is
+        folded into ``pw`` (mmcv's conv-BN fusion) and ``bias`` where that is
+        exact: with no padding or a non-zero ``padding_mode`` (which pads the
+        BN shift, a per-channel constant, with itself). Under zero padding, or
+        for other norms or a norm in training mode, the norm is kept. Plain mode returns an equal
         ``nn.Conv2d``. Idempotent.
         """
         if self.plain:
@@ -300,22 +330,23 @@ class BSConvU(_BSConvBase):
         name = self.mid_norm_names[0]
         norm = getattr(self, name)
         exact_padding = self.padding == (0, 0) or self.padding_mode != 'zeros'
-        if not (isinstance(norm, _BatchNorm) and not norm.training and exact_padding
-                and norm.running_mean is not None and norm.running_var is not None):
+        if not (isinstance(norm, _BatchNorm) and not norm.training and norm.affine
+                and exact_padding and norm.running_mean is not None
+                and norm.running_var is not None):
             return
-        weight = self.pw.weight
+        from mmcv.cnn.utils.fuse_conv_bn import _fuse_conv_bn
+
+        # mmcv folds the BN into pw (scaled weight, bias = the BN shift t).
+        # The shift then has to pass through the depthwise conv, which mmcv
+        # has no helper for: dw(pad(s*u + t)) = dw(pad(s*u)) + t * sum(B) when
+        # the padding carries constants (no padding or a non-zero mode).
+        _fuse_conv_bn(self.pw, norm)
+        shift = self.pw.bias
+        self.pw.bias = None
         with torch.no_grad():
-            scale = torch.rsqrt(norm.running_var.double() + norm.eps)
-            if norm.weight is not None:
-                scale = scale * norm.weight.double()
-            shift = -norm.running_mean.double() * scale
-            if norm.bias is not None:
-                shift = shift + norm.bias.double()
-            # dw(pad(s*u + t)) = s*dw(pad(u)) + t*sum(B) when pad keeps constants.
-            extra_bias = shift * self.dw.weight.double().sum(dim=(1, 2, 3))
-            weight.copy_((weight.double() * scale[:, None, None, None]).to(weight.dtype))
+            extra_bias = shift * self.dw.weight.sum(dim=(1, 2, 3))
             if self.bias is None:
-                self.bias = nn.Parameter(extra_bias.to(device=weight.device, dtype=weight.dtype))
+                self.bias = nn.Parameter(extra_bias.detach().clone())
             else:
                 self.bias.add_(extra_bias.to(self.bias.dtype))
         delattr(self, name)
@@ -324,7 +355,7 @@ class BSConvU(_BSConvBase):
 
 
 @MODELS.register_module()
-class BSConvS(_BSConvBase):
+class BSConvS(_BSConvBase, Conv2dInitTarget):
     """Subspace blueprint separable convolution (BSConv-S).
 
     ``pw1`` (1x1, ``in -> mid``, no bias), ``pw2`` (1x1, ``mid -> out``, no
@@ -403,6 +434,18 @@ class BSConvS(_BSConvBase):
         if mid_norm_cfg is not None:
             self._add_mid_norm(out_channels, postfix=2)
         self._add_depthwise(bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """As :meth:`BSConvU.reset_parameters`; the projection ``pw1`` then
+        has orthonormal rows (see :meth:`_store_factors`; with a mid norm,
+        where no dense kernel exists, ``nn.init.orthogonal_``): the
+        regulariser's optimum, so :meth:`reg_loss` starts at 0 instead of
+        ``~sqrt(mid) * 2/3`` (PyTorch's default init of ``pw1``) and cannot
+        dwarf the task loss."""
+        super().reset_parameters()
+        if not self.plain and self.mid_norm_names:
+            nn.init.orthogonal_(self.pw1.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.plain:
@@ -417,6 +460,28 @@ class BSConvS(_BSConvBase):
         if self.merged:
             return self.pw.weight.flatten(1)
         return self.pw2.weight.flatten(1) @ self.pw1.weight.flatten(1)
+
+    def _store_factors(self, rows: torch.Tensor, blueprints: torch.Tensor) -> None:
+        """``rows`` ``(out, in)`` through the subspace: ``pw1`` = the top
+        ``mid`` right singular vectors of ``rows`` (orthonormal rows, so the
+        regulariser is 0), ``pw2 = rows @ pw1^T``; the blueprints are rescaled
+        so that every filter keeps its norm (exact when ``rank(rows) <=
+        mid``)."""
+        if self.merged:
+            with torch.no_grad():
+                self.pw.weight.copy_(rows.view_as(self.pw.weight))
+                self.dw.weight.copy_(blueprints)
+            return
+        _, _, vh = torch.linalg.svd(rows, full_matrices=True)
+        proj = vh[:self.mid_channels]  # (mid, in), orthonormal rows
+        mix = rows @ proj.t()  # (out, mid)
+        kept = (mix @ proj).norm(dim=1)
+        full = rows.norm(dim=1)
+        ratio = torch.where(kept > 0, full / kept.clamp_min(1e-300), torch.zeros_like(full))
+        with torch.no_grad():
+            self.pw1.weight.copy_(proj.view_as(self.pw1.weight))
+            self.pw2.weight.copy_(mix.view_as(self.pw2.weight))
+            self.dw.weight.copy_(blueprints * ratio.view(-1, 1, 1, 1))
 
     def reg_loss(self) -> torch.Tensor:
         """Orthonormality penalty ``||W_B W_B^T - I||_F`` (unsquared Frobenius
@@ -436,11 +501,7 @@ class BSConvS(_BSConvBase):
             raise RuntimeError('BSConvS.reg_loss() is undefined after switch_to_deploy() merged '
                                'pw1 and pw2: the deploy form has no projection; compute the '
                                'regulariser on the training form')
-        proj = self.pw1.weight.flatten(1)
-        with _no_autocast(proj.device):
-            proj = proj.float()
-            eye = torch.eye(proj.shape[0], device=proj.device, dtype=proj.dtype)
-            return torch.linalg.matrix_norm(proj @ proj.t() - eye, ord='fro')
+        return orthonormal_penalty(self.pw1.weight)
 
     def switch_to_deploy(self) -> nn.Module:
         """Inference form; returns the module the parent should hold.

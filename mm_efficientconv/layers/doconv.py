@@ -23,8 +23,10 @@ import torch
 import torch.nn as nn
 from mmengine.registry import MODELS
 
-from mm_efficientconv.layers.base import EfficientConv2d, IntOrPair
+from mm_efficientconv.layers.base import Conv2dInitTarget, EfficientConv2d, IntOrPair
 from mm_efficientconv.layers.doconv_compose import doconv_compose
+from mm_efficientconv.layers.kernel_cache import cached_kernel
+from mm_efficientconv.layers.utils import autocast_disabled
 
 
 def doconv_identity(num_taps: int, d_mul: int, dtype: Optional[torch.dtype] = None,
@@ -34,17 +36,19 @@ def doconv_identity(num_taps: int, d_mul: int, dtype: Optional[torch.dtype] = No
     return torch.eye(num_taps, d_mul, dtype=dtype, device=device)
 
 
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4
-        if device_type == 'cpu':
-            return torch.is_autocast_cpu_enabled()
-        return device_type == 'cuda' and torch.is_autocast_enabled()
+def dct_basis(size: int, dtype: torch.dtype = torch.float64,
+              device: Optional[Union[str, torch.device]] = None) -> torch.Tensor:
+    """The orthonormal DCT-II matrix ``(size, size)`` (rows are frequencies;
+    every entry of row 0 is ``1 / sqrt(size)``, so no column of any leading
+    block of rows is zero)."""
+    n = torch.arange(size, dtype=torch.float64, device=device)
+    basis = torch.cos(math.pi * (2 * n[None] + 1) * n[:, None] / (2 * size)) * math.sqrt(2 / size)
+    basis[0] /= math.sqrt(2)
+    return basis.to(dtype)
 
 
 @MODELS.register_module()
-class DOConv(EfficientConv2d):
+class DOConv(EfficientConv2d, Conv2dInitTarget):
     """Depthwise over-parameterized convolution, a drop-in ``nn.Conv2d``.
 
     The layer trains ``W`` (``(out, in // groups, D_mul)``) and ``D' = D - I``
@@ -61,21 +65,27 @@ class DOConv(EfficientConv2d):
       to over-parameterise, so the layer is exactly an ``nn.Conv2d`` (``weight``
       / ``bias`` parameters, same state-dict keys and initialisation) and
       ``D_mul`` is ignored.
-    - **Cost**: with gradients the kernel is composed at every forward (one
-      small batched contraction, then one ordinary conv). When no gradient is
-      needed (``torch.no_grad()``, or ``W`` and ``D`` frozen) the composed
-      kernel is cached and only recomputed after ``W`` or ``D`` changed, so an
-      unfolded DO-Conv evaluates at the cost of a plain conv. Changes made
-      through ``param.data`` bypass PyTorch's version counters; the cache is
-      also dropped on ``train()`` / ``eval()``, ``.to()`` and state-dict
-      loading, otherwise call :meth:`invalidate_cache` after such writes
-      (e.g. a mean-teacher update written through ``.data`` into a frozen
-      teacher), or set the class/instance attribute ``cache_kernel = False``
-      to compose at every forward.
+    - **Cost**: the kernel is composed at every forward (one small batched
+      contraction, then one ordinary conv), so the output is always a
+      function of the current ``W`` and ``D'``. Inside
+      :func:`~mm_efficientconv.layers.cached_kernels` (opened around
+      validation and test by ``KernelCacheHook``) it is composed once and
+      reused while no gradient is needed, so an unfolded DO-Conv then
+      evaluates at the cost of a plain conv.
+    - **Writing a kernel**: a dense kernel enters the layer (from
+      ``nn.Conv2d``'s default init in the constructor, from an initialiser or
+      any in-place write to ``weight``, or from a plain checkpoint) as
+      ``W = w Q`` and ``D = Q[:kh*kw]`` (``D' = D - I``) with ``w`` the kernel
+      viewed ``(out, in // groups, kh*kw)`` and ``Q`` orthonormal, so the
+      composed kernel is exactly ``w``. With ``D_mul == kh * kw`` (the
+      default) ``Q = I``: ``W = w`` and ``D' = 0``, the paper's start. With
+      ``D_mul > kh * kw``, ``Q`` is the DCT-II basis of ``R^D_mul``: the extra
+      columns of ``W`` and ``D'`` are then non-zero and receive gradients
+      (with ``Q = I`` they would both be zero and stay zero forever).
     - **Folding**: :meth:`switch_to_deploy` turns the layer into a plain conv
       in place and returns an equal ``nn.Conv2d``.
     - **Checkpoints**: a plain conv's ``weight`` (+ ``bias``) loads into a
-      DO-Conv (``W[:, :, :kh*kw]`` = weight, ``D' = 0``: identical outputs),
+      DO-Conv (stored as above: identical outputs),
       so stock pretrained models load strictly into their DO-Conv versions.
       Checkpoints of the reference implementation (keys ``W``, ``D``,
       ``d_diag``) load too, and ``W`` / ``D`` load into a folded layer.
@@ -98,7 +108,8 @@ class DOConv(EfficientConv2d):
             setting is ``kh * kw``). Defaults to None, meaning ``kh * kw``.
     """
 
-    #: Whether to reuse the composed kernel when no gradient is needed.
+    #: Whether to reuse the composed kernel inside a ``cached_kernels()``
+    #: scope (deprecated switch; outside a scope nothing is cached).
     cache_kernel: bool = True
 
     def __init__(self,
@@ -121,7 +132,6 @@ class DOConv(EfficientConv2d):
         if not isinstance(D_mul, int) or isinstance(D_mul, bool) or D_mul < num_taps:
             raise ValueError(f'D_mul must be an int >= kernel_size[0] * kernel_size[1] = '
                              f'{num_taps} (any larger value is allowed), got {D_mul!r}')
-        self._weight_cache = None
         if num_taps == 1:
             self.D_mul = 1
             self._init_plain_conv(bias)
@@ -132,7 +142,7 @@ class DOConv(EfficientConv2d):
         self.D = nn.Parameter(torch.zeros(in_channels, num_taps, D_mul))
         self.register_buffer('identity', doconv_identity(num_taps, D_mul), persistent=False)
         self._init_bias(bias)
-        self.init_weights()
+        self.reset_parameters()
 
     # --------------------------------------------------------------- init
     @property
@@ -145,41 +155,57 @@ class DOConv(EfficientConv2d):
         return (self.in_channels // self.groups * receptive, self.out_channels * receptive)
 
     def reset_parameters(self) -> None:
-        """``nn.Conv2d.reset_parameters`` applied to the effective kernel:
-        kaiming-uniform (``a=sqrt(5)``) ``W`` with the fan-in of the
-        ``(out, in // groups, kh, kw)`` kernel, ``D' = 0``, uniform bias."""
+        """``nn.Conv2d.reset_parameters`` applied to the effective kernel
+        (kaiming-uniform with ``a=sqrt(5)`` and the fan-in of the
+        ``(out, in // groups, kh, kw)`` kernel, stored as described in the
+        class docstring: ``D' = 0`` for the default ``D_mul``), uniform
+        bias."""
         if self.plain:
             self.reset_plain_parameters()
             return
         fan_in, _ = self._effective_fans()
-        # kaiming_uniform_(a=sqrt(5)) has bound gain * sqrt(3 / fan_in) with
-        # gain = sqrt(2 / (1 + 5)), i.e. 1 / sqrt(fan_in).
-        bound = 1 / math.sqrt(fan_in)
-        with torch.no_grad():
-            self.W.uniform_(-bound, bound)
-            self.D.zero_()
-            if self.bias is not None:
-                self.bias.uniform_(-bound, bound)
+        kernel = torch.empty(self.out_channels, self.in_channels // self.groups,
+                             *self.kernel_size, device=self.W.device, dtype=self.W.dtype)
+        nn.init.kaiming_uniform_(kernel, a=math.sqrt(5))
+        self._write_kernel(kernel)
+        if self.bias is not None:
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
 
-    def init_weights(self) -> None:
-        """Kaiming-normal (fan-out, ReLU) effective kernel, ``D' = 0`` and zero
-        bias: the initialisation ``ConvModule`` gives a plain conv.
+    def factorise(self, kernel: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(W, D')`` whose composition is exactly ``kernel`` (see the class
+        docstring), in ``kernel``'s dtype and device.
 
-        The std is that of the effective ``(out, in // groups, kh, kw)``
-        kernel; every ``D_mul`` column of ``W`` is drawn (columns beyond
-        ``kh * kw`` do not change the kernel while ``D' = 0``, but they must be
-        non-zero for the matching columns of ``D'`` to receive gradients).
+        Args:
+            kernel (Tensor): ``(out, in // groups, kh, kw)``.
         """
-        if self.plain:
-            super().init_weights()
-            return
-        _, fan_out = self._effective_fans()
-        std = nn.init.calculate_gain('relu') / math.sqrt(fan_out)
+        out_c, in_per_group, num_taps = (self.out_channels, self.in_channels // self.groups,
+                                         self.num_taps)
+        d_mul = self.D_mul
+        w = kernel.reshape(out_c, in_per_group, num_taps)
+        eye = doconv_identity(num_taps, d_mul, kernel.dtype, kernel.device)
+        if d_mul == num_taps:
+            W = w.clone()
+            d_prime = kernel.new_zeros(self.in_channels, num_taps, d_mul)
+        else:
+            compute = torch.float64 if kernel.dtype in (torch.float32,
+                                                        torch.float64) else kernel.dtype
+            rows = dct_basis(d_mul, compute, kernel.device)[:num_taps]  # (taps, D_mul)
+            W = (w.to(compute) @ rows).to(kernel.dtype)
+            d_prime = (rows.to(kernel.dtype) - eye).expand(self.in_channels, -1, -1).clone()
+        return W, d_prime
+
+    def _write_kernel(self, kernel: torch.Tensor) -> None:
+        """Stores a dense kernel written into ``weight`` (see the class
+        docstring): the layer then computes exactly that conv."""
+        expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        if tuple(kernel.shape) != expected:
+            raise ValueError(f'DOConv: a kernel written into weight must have shape {expected}, '
+                             f'got {tuple(kernel.shape)}')
+        W, d_prime = self.factorise(kernel.to(device=self.W.device, dtype=self.W.dtype))
         with torch.no_grad():
-            self.W.normal_(0, std)
-            self.D.zero_()
-            if self.bias is not None:
-                self.bias.zero_()
+            self.W.copy_(W)
+            self.D.copy_(d_prime)
 
     # ------------------------------------------------------------ compute
     def compute_weight(self) -> torch.Tensor:
@@ -189,51 +215,25 @@ class DOConv(EfficientConv2d):
         if self.plain:
             return self._parameters['weight']
         W, D = self.W, self.D
-        device_type = W.device.type
-        if _autocast_enabled(device_type):
-            with torch.autocast(device_type, enabled=False):
-                return doconv_compose(W, D + self.identity.to(D.dtype), self.groups,
-                                      self.kernel_size)
-        return doconv_compose(W, D + self.identity.to(D.dtype), self.groups, self.kernel_size)
+        with autocast_disabled(W.device.type):
+            return doconv_compose(W, D + self.identity.to(D.dtype), self.groups,
+                                  self.kernel_size)
 
     def invalidate_cache(self) -> None:
-        """Drops the cached composed kernel (needed only after writing ``W`` or
-        ``D`` through ``.data`` without any other call that drops it)."""
-        self._weight_cache = None
-
-    def _cached_weight(self) -> torch.Tensor:
-        W, D = self.W, self.D
-        key = (W._version, D._version, W.data_ptr(), D.data_ptr(), W.device, W.dtype, D.dtype)
-        cache = self._weight_cache
-        if cache is not None and cache[0] == key:
-            return cache[1]
-        if torch.is_inference_mode_enabled():
-            # a normal tensor, so that it may later be used with autograd on
-            with torch.inference_mode(False), torch.no_grad():
-                weight = self.compute_weight()
-        else:
-            with torch.no_grad():
-                weight = self.compute_weight()
-        self._weight_cache = (key, weight)
-        return weight
+        """Deprecated no-op: nothing is cached outside a
+        :func:`~mm_efficientconv.layers.cached_kernels` scope."""
+        warnings.warn('DOConv.invalidate_cache() is deprecated and does nothing: kernels are '
+                      'only cached inside `with cached_kernels():`', DeprecationWarning,
+                      stacklevel=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.plain:
             return self._plain_forward(x)
-        if not self.cache_kernel or (torch.is_grad_enabled()
-                                     and (self.W.requires_grad or self.D.requires_grad)):
-            weight = self.compute_weight()
+        if self.cache_kernel:
+            weight = cached_kernel(self, (self.W, self.D), self.compute_weight)
         else:
-            weight = self._cached_weight()
+            weight = self.compute_weight()
         return self._conv_forward(x, weight, self.bias)
-
-    def train(self, mode: bool = True):
-        self._weight_cache = None
-        return super().train(mode)
-
-    def _apply(self, fn, *args, **kwargs):
-        self._weight_cache = None
-        return super()._apply(fn, *args, **kwargs)
 
     # ------------------------------------------------------------- deploy
     def switch_to_deploy(self) -> nn.Module:
@@ -249,7 +249,6 @@ class DOConv(EfficientConv2d):
             bias = self._parameters.pop('bias')
             self._parameters['weight'] = nn.Parameter(weight, requires_grad=requires_grad)
             self._parameters['bias'] = bias
-            self._weight_cache = None
             self.plain = True
             self.deploy = True
         return self.to_plain_conv()
@@ -277,8 +276,9 @@ class DOConv(EfficientConv2d):
                 f'the shape in current model is ({expected}) (DOConv).')
 
     def _plain_to_factorised(self, state_dict: dict, prefix: str, error_msgs: list) -> None:
-        """A plain conv's ``weight`` becomes ``W`` (first ``kh*kw`` columns)
-        and ``D' = 0``."""
+        """A plain conv's ``weight`` becomes ``(W, D')`` by :meth:`factorise`
+        (identical function; ``W = weight``, ``D' = 0`` for the default
+        ``D_mul``)."""
         key_weight, key_w, key_d = prefix + 'weight', prefix + 'W', prefix + 'D'
         if key_weight not in state_dict or key_w in state_dict or key_d in state_dict:
             return
@@ -288,11 +288,7 @@ class DOConv(EfficientConv2d):
             shape = weight.shape if isinstance(weight, torch.Tensor) else type(weight).__name__
             error_msgs.append(self._size_mismatch(key_weight, shape, expected))
             return
-        out_c, in_per_group, num_taps = expected[0], expected[1], self.num_taps
-        W = weight.new_zeros(out_c, in_per_group, self.D_mul)
-        W[..., :num_taps] = weight.reshape(out_c, in_per_group, num_taps)
-        state_dict[key_w] = W
-        state_dict[key_d] = weight.new_zeros(self.in_channels, num_taps, self.D_mul)
+        state_dict[key_w], state_dict[key_d] = self.factorise(weight)
 
     def _reference_to_ours(self, state_dict: dict, prefix: str) -> None:
         """Reference layout: ``D`` is ``D - d_diag`` with ``d_diag`` a saved
@@ -356,7 +352,6 @@ class DOConv(EfficientConv2d):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        self._weight_cache = None
         if self.plain:
             self._factorised_to_plain(state_dict, prefix, error_msgs)
         else:

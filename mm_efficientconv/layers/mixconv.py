@@ -12,8 +12,8 @@ evaluations:
 * ``'split'``: one depthwise conv per group on its channel slice, then a
   concatenation (the paper's formulation; fewest MACs, best for training);
 * ``'fused'``: one depthwise conv with the zero-padded kernel (one launch, no
-  split/concat; in eval mode the kernel is cached while no gradient is
-  needed).
+  split/concat; inside ``cached_kernels()`` the padded kernel is built once
+  while no gradient is needed).
 
 :class:`MixConv` is a drop-in ``conv_cfg`` for OpenMMLab call sites: it only
 transforms *depthwise* convs and behaves exactly like ``nn.Conv2d`` elsewhere,
@@ -21,14 +21,16 @@ so ``conv_cfg=dict(type='MixConv', kernel_sizes=(3, 5, 7))`` on mmpretrain's
 ``MobileNetV2`` turns every 3x3 depthwise conv into a MixConv(3, 5, 7) and keeps
 the 1x1 convs and the dense stem as they are.
 """
-from typing import Callable, List, Optional, Sequence, Tuple
+import warnings
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 
-from mm_efficientconv.layers.base import EfficientConv2d, same_padding
+from mm_efficientconv.layers.base import Conv2dInitTarget, EfficientConv2d, same_padding
+from mm_efficientconv.layers.kernel_cache import cached_kernel
 
 _SPLITS = ('equal', 'exp')
 _FUSE_MODES = ('auto', 'always', 'never')
@@ -73,87 +75,14 @@ def _offsets(sizes: Sequence[int]) -> List[Tuple[int, int]]:
     return bounds
 
 
-class _KernelCache:
-    """Caches a kernel derived from parameters in eval mode while no
-    gradient is needed.
-
-    The key holds each source tensor's ``_version`` (bumped by every in-place
-    update: optimiser steps, ``load_state_dict``, ``copy_`` under
-    ``no_grad``), ``data_ptr``, device and dtype. Writes through ``.data``
-    bypass the version counter, so owners also drop the cache on
-    ``train()``/``eval()`` and ``_apply`` (``.to()``, ``.half()``, ...) and
-    never read it in train mode. That covers mmengine's ``EMAHook``, which
-    swaps weights through ``.data`` right before its loops call
-    ``model.eval()``, and its averaged model, updated through ``.data`` while
-    in train mode. After writing ``.data`` of a module kept in eval mode, call
-    ``invalidate_cache()``.
-    """
-
-    def __init__(self) -> None:
-        self.key = None
-        self.value: Optional[torch.Tensor] = None
-
-    def clear(self) -> None:
-        self.key = None
-        self.value = None
-
-    def get(self, sources: Sequence[torch.Tensor],
-            build: Callable[[], torch.Tensor]) -> torch.Tensor:
-        key = tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in sources)
-        if self.value is None or self.key != key:
-            with torch.no_grad():
-                self.value = build()
-            self.key = key
-        return self.value
-
-
 def _needs_grad(x: torch.Tensor, params: Sequence[Optional[torch.Tensor]]) -> bool:
     if not torch.is_grad_enabled():
         return False
     return x.requires_grad or any(p is not None and p.requires_grad for p in params)
 
 
-def _can_cache(module: nn.Module, params: Sequence[torch.Tensor]) -> bool:
-    if module.training:
-        return False  # cache only in eval mode (see _KernelCache)
-    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-        return False  # never cache a tensor that carries an autograd graph
-    if torch.jit.is_scripting() or torch.jit.is_tracing():
-        return False  # a traced graph must read the parameters, not a stale constant
-    compiler = getattr(torch, 'compiler', None)
-    if compiler is not None and compiler.is_compiling():
-        return False
-    return True
-
-
-class _CachedKernelMixin:
-    """Cache housekeeping shared by the two layers of this file."""
-
-    def invalidate_cache(self) -> None:
-        """Drops the cached fused kernel. Needed only after writing the
-        parameters through ``.data`` (which does not bump their version)
-        without a following ``train()``/``eval()`` call."""
-        cache = self.__dict__.get('_cache')
-        if cache is not None:
-            cache.clear()
-
-    def train(self, mode: bool = True):
-        self.invalidate_cache()
-        return super().train(mode)
-
-    def _apply(self, *args, **kwargs):
-        self.invalidate_cache()
-        return super()._apply(*args, **kwargs)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state = dict(state)
-        state['_cache'] = _KernelCache()  # never pickle / deep-copy a cached tensor
-        return state
-
-
 @MODELS.register_module()
-class MixConv(_CachedKernelMixin, EfficientConv2d):
+class MixConv(EfficientConv2d, Conv2dInitTarget):
     """Mixed depthwise convolution (MixConv), an ``nn.Conv2d``-compatible layer.
 
     The input channels are split into ``g`` groups (``split``); group ``i`` is a
@@ -167,7 +96,9 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
     (``1 < groups < in_channels``) call sites give *plain mode*: the layer is
     exactly ``nn.Conv2d`` with the call-site arguments (``weight``/``bias``,
     same state-dict keys and initialisation). A kernel list with a single
-    kernel also gives plain mode (a one-group MixConv is a depthwise conv).
+    kernel also gives plain mode (a one-group MixConv is a depthwise conv);
+    without ``kernel_sizes`` / ``num_kernels`` the call-site kernel, padding
+    and dilation are kept as they are.
     So ``conv_cfg=dict(type='MixConv', kernel_sizes=(3, 5, 7))`` on mmpretrain's
     ``MobileNetV2`` turns the 3x3 depthwise convs into MixConv(3, 5, 7) and
     leaves the 1x1 convs and the dense stem plain.
@@ -222,8 +153,8 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
         fuse (str): Evaluation path. ``'auto'``: the fused single conv when
             no gradient is needed (inference), split/concat when training.
             ``'always'`` / ``'never'`` force fused / split. Both are exact.
-            In eval mode without gradients the fused kernel is cached (see
-            :meth:`invalidate_cache`). Defaults to ``'auto'``.
+            Inside ``cached_kernels()`` the fused kernel is built once while
+            no gradient is needed. Defaults to ``'auto'``.
     """
 
     # Use channels-last group convs when training on the CPU (see
@@ -248,7 +179,6 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
                  fuse: str = 'auto') -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, padding_mode)
-        self.__dict__['_cache'] = _KernelCache()
         if fuse not in _FUSE_MODES:
             raise ValueError(f'fuse must be one of {_FUSE_MODES}, got {fuse!r}')
         if split not in _SPLITS:
@@ -294,10 +224,12 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
                 dilations.append(1)
         extent = max(d * (k - 1) + 1 for k, d in zip(kernels, dilations))
         if len(sizes) == 1:
-            # One group is a depthwise conv: plain mode with that group's geometry.
-            self.kernel_size = (kernels[0], kernels[0])
-            self.dilation = tuple(dilations[0] * d for d in self.dilation)
-            self.padding = same_padding(self.kernel_size, self.dilation)
+            # One group is a depthwise conv: plain mode with that group's
+            # geometry; the call-site kernel keeps the call-site padding.
+            if requested is not None:
+                self.kernel_size = (kernels[0], kernels[0])
+                self.dilation = tuple(dilations[0] * d for d in self.dilation)
+                self.padding = same_padding(self.kernel_size, self.dilation)
             self._init_plain_conv(bias)
             return
 
@@ -317,7 +249,7 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
         self.kernels = nn.ParameterList(
             [nn.Parameter(torch.empty(o, 1, k, k)) for o, k in zip(self.out_splits, kernels)])
         self._init_bias(bias)
-        self.init_weights()  # the package contract: start where a stock conv would
+        self.reset_parameters()
 
     # ------------------------------------------------------------ arguments
     @staticmethod
@@ -358,7 +290,7 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
     def reset_parameters(self) -> None:
         """PyTorch's default ``nn.Conv2d`` init, applied to every group as
         an independent depthwise conv (what timm's ``MixedConv2d`` starts
-        from). The constructor uses :meth:`init_weights` instead."""
+        from); applied by the constructor."""
         if self.plain:
             self.reset_plain_parameters()
             return
@@ -371,18 +303,34 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
                 with torch.no_grad():
                     bias.uniform_(-bound, bound)
 
-    def init_weights(self) -> None:
-        """Kaiming-normal (fan-out, ReLU) init of each group kernel, as
-        ``ConvModule`` gives a depthwise conv, and zero bias. Applied by the
-        constructor (``ConvModule`` neither initialises a conv that has
-        ``init_weights`` nor calls it)."""
-        if self.plain:
-            super().init_weights()
-            return
-        for kernel in self.kernels:
+    def kaiming_init_parts(self) -> None:
+        """Kaiming-normal (fan-out, ReLU) init of each group kernel as a conv
+        of its own (the TF MixNet init; ``MixNet.init_weights`` applies it),
+        zero bias. Plain mode: the same on ``weight``."""
+        kernels = [self._parameters['weight']] if self.plain else list(self.kernels)
+        for kernel in kernels:
             nn.init.kaiming_normal_(kernel, mode='fan_out', nonlinearity='relu')
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+
+    def _write_kernel(self, kernel: torch.Tensor) -> None:
+        """Stores a dense kernel ``(out, 1, K, K)`` written into ``weight``:
+        each group takes its centred, dilation-strided taps (the taps it has;
+        the others are dropped, as they are when such a kernel is loaded from
+        a state dict). Exact for a kernel read from an equal layer; an
+        initialiser writing ``weight`` gives each tap the statistics it gives
+        a stock ``K x K`` depthwise conv (the layer's reported geometry)."""
+        parts = self._split_dense(kernel.to(device=self.kernels[0].device,
+                                            dtype=self.kernels[0].dtype))
+        with torch.no_grad():
+            for param, part in zip(self.kernels, parts):
+                param.copy_(part)
+
+    def invalidate_cache(self) -> None:
+        """Deprecated no-op: nothing is cached outside ``cached_kernels()``."""
+        warnings.warn(f'{type(self).__name__}.invalidate_cache() is deprecated and does '
+                      'nothing: kernels are only cached inside `with cached_kernels():`',
+                      DeprecationWarning, stacklevel=2)
 
     def _group_biases(self) -> List[Optional[torch.Tensor]]:
         if self.bias is None:
@@ -411,10 +359,7 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
         return self._dense_kernel(list(self.kernels))
 
     def _fused_weight(self) -> torch.Tensor:
-        kernels = list(self.kernels)
-        if _can_cache(self, kernels):
-            return self._cache.get(kernels, self.compute_weight)
-        return self.compute_weight()
+        return cached_kernel(self, list(self.kernels), self.compute_weight)
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -486,7 +431,6 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
         self._parameters['weight'] = nn.Parameter(weight, requires_grad=requires_grad)
         self.plain = True
         self.deploy = True
-        self.invalidate_cache()
         return self.to_plain_conv()
 
     # ------------------------------------------------------------ state dicts
@@ -550,197 +494,11 @@ class MixConv(_CachedKernelMixin, EfficientConv2d):
         return s
 
 
-@MODELS.register_module()
-class MixGroupedPointwise(_CachedKernelMixin, EfficientConv2d):
-    """MixNet's grouped 1x1 conv: the channels are split into ``num_splits``
-    parts with the equal rule (remainder to the first part) and part ``i`` is
-    a dense 1x1 conv ``in_i -> out_i``; outputs are concatenated. Unlike
-    ``nn.Conv2d(groups=n)`` the splits may be uneven (TF MixNet's
-    ``GroupedConv2D``).
-
-    ``weight`` is the equivalent block-diagonal dense kernel ``(out, in, 1, 1)``
-    with ``groups = 1``. When both channel counts divide by ``num_splits`` the
-    forward is one grouped conv, and :meth:`switch_to_deploy` returns
-    ``nn.Conv2d(in, out, 1, groups=num_splits)``; otherwise the forward is
-    split/concat and the layer is its own deploy form. ``num_splits=1`` gives
-    plain mode (exactly ``nn.Conv2d``).
-
-    Args:
-        in_channels (int): Number of input channels.
-        out_channels (int): Number of output channels.
-        kernel_size (int | tuple[int, int]): Must be 1. Defaults to 1.
-        stride (int | tuple[int, int]): Stride. Defaults to 1.
-        padding (int | tuple[int, int] | str): Padding. Defaults to 0.
-        dilation (int | tuple[int, int]): Dilation (no effect on a 1x1
-            kernel). Defaults to 1.
-        groups (int): Must be 1 at the call site; the grouping comes from
-            ``num_splits``. Defaults to 1.
-        bias (bool): Whether to add a learnable bias. Defaults to True.
-        padding_mode (str): As in ``nn.Conv2d``. Defaults to ``'zeros'``.
-        num_splits (int): Number of channel parts. Defaults to 2.
-    """
-
-    def __init__(self,
-                 in_channels: int,
-                 out_channels: int,
-                 kernel_size=1,
-                 stride=1,
-                 padding=0,
-                 dilation=1,
-                 groups: int = 1,
-                 bias: bool = True,
-                 padding_mode: str = 'zeros',
-                 *,
-                 num_splits: int = 2) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, padding_mode)
-        self.__dict__['_cache'] = _KernelCache()
-        if self.kernel_size != (1, 1):
-            raise ValueError(f'kernel_size must be 1 for MixGroupedPointwise, got '
-                             f'{kernel_size!r}')
-        if groups != 1:
-            raise ValueError(f'groups must be 1 for MixGroupedPointwise (use num_splits), got '
-                             f'{groups!r}')
-        if not isinstance(num_splits, int) or isinstance(num_splits, bool) or num_splits < 1:
-            raise ValueError(f'num_splits must be a positive int, got {num_splits!r}')
-        self.num_splits = num_splits
-        self.in_splits: Tuple[int, ...] = ()
-        self.out_splits: Tuple[int, ...] = ()
-        if num_splits == 1:
-            self._init_plain_conv(bias)
-            return
-        in_splits = split_channels(in_channels, num_splits)
-        out_splits = split_channels(out_channels, num_splits)
-        if min(in_splits) == 0 or min(out_splits) == 0:
-            raise ValueError(f'num_splits={num_splits} is too large for in_channels='
-                             f'{in_channels} / out_channels={out_channels}: splits '
-                             f'{in_splits} / {out_splits} contain 0 channels')
-        self.in_splits = tuple(in_splits)
-        self.out_splits = tuple(out_splits)
-        self.even = in_channels % num_splits == 0 and out_channels % num_splits == 0
-        self.kernels = nn.ParameterList(
-            [nn.Parameter(torch.empty(o, i, 1, 1)) for i, o in zip(in_splits, out_splits)])
-        self._init_bias(bias)
-        self.init_weights()  # the package contract: start where a stock conv would
-
-    def reset_parameters(self) -> None:
-        """PyTorch's default ``nn.Conv2d`` init, applied to every part. The
-        constructor uses :meth:`init_weights` instead."""
-        if self.plain:
-            self.reset_plain_parameters()
-            return
-        for kernel, bias in zip(self.kernels, self._part_biases()):
-            nn.init.kaiming_uniform_(kernel, a=5**0.5)
-            if bias is not None:
-                bound = 1 / kernel.shape[1]**0.5
-                with torch.no_grad():
-                    bias.uniform_(-bound, bound)
-
-    def init_weights(self) -> None:
-        """Kaiming-normal (fan-out, ReLU) init of each part (the TF MixNet
-        init of its split convs), zero bias. Applied by the constructor."""
-        if self.plain:
-            super().init_weights()
-            return
-        for kernel in self.kernels:
-            nn.init.kaiming_normal_(kernel, mode='fan_out', nonlinearity='relu')
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
-    def _part_biases(self) -> List[Optional[torch.Tensor]]:
-        if self.bias is None:
-            return [None] * self.num_splits
-        return list(self.bias.split(self.out_splits))
-
-    def _block_diagonal(self, kernels: Sequence[torch.Tensor]) -> torch.Tensor:
-        weight = kernels[0].new_zeros(self.out_channels, self.in_channels, 1, 1)
-        for (olo, ohi), (ilo, ihi), kernel in zip(_offsets(self.out_splits),
-                                                   _offsets(self.in_splits), kernels):
-            weight[olo:ohi, ilo:ihi] = kernel
-        return weight
-
-    def compute_weight(self) -> torch.Tensor:
-        """Block-diagonal dense kernel ``(out, in, 1, 1)`` (differentiable)."""
-        return self._block_diagonal(list(self.kernels))
-
-    def _grouped_weight(self) -> torch.Tensor:
-        kernels = list(self.kernels)
-        if _can_cache(self, kernels):
-            return self._cache.get(kernels, lambda: torch.cat(kernels, 0))
-        return torch.cat(kernels, 0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.plain:
-            return self._plain_forward(x)
-        if self.padding_mode != 'zeros':
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            padding = (0, 0)
-        else:
-            padding = self.padding
-        if self.even:
-            return F.conv2d(x, self._grouped_weight(), self.bias, self.stride, padding,
-                            self.dilation, self.num_splits)
-        outs = [
-            F.conv2d(xi, kernel, bias, self.stride, padding, self.dilation)
-            for xi, kernel, bias in zip(x.split(self.in_splits, 1), self.kernels,
-                                        self._part_biases())
-        ]
-        return torch.cat(outs, 1)
-
-    def switch_to_deploy(self) -> nn.Module:
-        """Even splits: becomes (in place) a plain grouped conv with
-        ``groups = num_splits`` and returns the equal
-        ``nn.Conv2d(in, out, 1, groups=num_splits)``. Uneven splits: the
-        split/concat layer is already its inference form; it is marked
-        ``deploy=True`` and returned. Idempotent."""
-        if self.plain:
-            self.deploy = True
-            return self.to_plain_conv()
-        if not self.even:
-            self.deploy = True
-            return self
-        with torch.no_grad():
-            weight = torch.cat([k.detach() for k in self.kernels], 0).clone()
-        requires_grad = self.kernels[0].requires_grad
-        del self.kernels
-        self._parameters['weight'] = nn.Parameter(weight, requires_grad=requires_grad)
-        self.groups = self.num_splits
-        self.plain = True
-        self.deploy = True
-        self.invalidate_cache()
-        return self.to_plain_conv()
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        """Loads a deployed checkpoint (grouped ``weight`` ``(out, in / n, 1,
-        1)``, or a block-diagonal ``(out, in, 1, 1)``) into the split form,
-        and a split checkpoint (``kernels.*``) into a layer deployed in
-        place."""
-        if self.in_splits:
-            wkey = prefix + 'weight'
-            kkeys = [f'{prefix}kernels.{i}' for i in range(self.num_splits)]
-            if not self.plain and wkey in state_dict and kkeys[0] not in state_dict:
-                dense = state_dict.pop(wkey)
-                grouped = (self.out_channels, self.in_channels // self.num_splits, 1, 1)
-                full = (self.out_channels, self.in_channels, 1, 1)
-                if self.even and tuple(dense.shape) == grouped:
-                    parts = dense.split(self.out_splits, 0)
-                elif tuple(dense.shape) == full:
-                    parts = [dense[olo:ohi, ilo:ihi] for (olo, ohi), (ilo, ihi) in zip(
-                        _offsets(self.out_splits), _offsets(self.in_splits))]
-                else:
-                    parts = None
-                    error_msgs.append(f'{wkey}: cannot load shape {tuple(dense.shape)}; '
-                                      f'expected {full}' + (f' or {grouped}' if self.even else ''))
-                for key, part in zip(kkeys, parts or ()):
-                    state_dict[key] = part.clone()
-            elif self.plain and wkey not in state_dict and all(k in state_dict for k in kkeys):
-                state_dict[wkey] = torch.cat([state_dict.pop(k) for k in kkeys], 0)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr()
-        if self.in_splits:
-            s += f', num_splits={self.num_splits}, splits={self.in_splits}->{self.out_splits}'
-        return s
+def __getattr__(name: str):
+    # MixGroupedPointwise moved to mix_pointwise.py; this keeps
+    # `from mm_efficientconv.layers.mixconv import MixGroupedPointwise` working
+    # without importing it here (mix_pointwise imports from this module).
+    if name == 'MixGroupedPointwise':
+        from mm_efficientconv.layers.mix_pointwise import MixGroupedPointwise
+        return MixGroupedPointwise
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

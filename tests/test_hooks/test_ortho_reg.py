@@ -17,17 +17,13 @@ NUM_CLASSES = 3
 SIZE = 16
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny models: more intra-op threads only add contention on a busy machine
-    (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
-def classifier(conv_cfg=dict(type='BSConvS')):
+def classifier(conv_cfg=dict(type='BSConvS'), perturb_projections=True):
+    """A tiny classifier; BSConv-S projections start orthonormal (regulariser
+    ~0), so by default they are perturbed to give the penalty a value worth
+    checking."""
     init_default_scope('mmpretrain')
     torch.manual_seed(0)
     model = MODELS.build(
@@ -41,6 +37,10 @@ def classifier(conv_cfg=dict(type='BSConvS')):
             neck=dict(type='GlobalAveragePooling'),
             head=dict(type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=64)))
     model.init_weights()
+    if perturb_projections:
+        with torch.no_grad():
+            for _, m in regularised_modules(model):
+                m.pw1.weight.add_(0.2 * torch.randn_like(m.pw1.weight))
     return model
 
 
@@ -315,3 +315,30 @@ def test_penalty_decreases_when_only_regulariser_trains():
         opt.step()
     assert naive_penalty(model) < 0.5 * start
     assert math.isfinite(naive_penalty(model))
+
+
+@pytest.mark.parametrize('backbone', [dict(type='BSConvSMobileNetV2', widen_factor=0.5),
+                                      dict(type='BSConvSMobileNetV3', arch='small')])
+def test_bsconvs_backbones_start_with_a_meaningful_regulariser(backbone, mmpretrain_scope):
+    """The projection convs start orthonormal (the regulariser's optimum)
+    after the backbone's init, instead of ~10 per block with mmpretrain's
+    Kaiming init (which dwarfed loss_cls); a Pretrained init_cfg is kept."""
+    torch.manual_seed(0)
+    model = MODELS.build(backbone)
+    model.init_weights()
+    assert model.reg_loss().item() < 1e-3
+    rows = [conv.weight.flatten(1) for conv in model.projection_convs()]
+    assert all(torch.allclose(w @ w.t(), torch.eye(w.shape[0]), atol=1e-5) for w in rows)
+    torch.manual_seed(0)
+    pretrained = MODELS.build(dict(backbone, init_cfg=dict(type='Pretrained',
+                                                           checkpoint='/nonexistent.pth')))
+    before = [c.weight.detach().clone() for c in pretrained.projection_convs()]
+    from mm_efficientconv.backbones.mobilenet_v2_bsconvs import init_projections_orthonormal
+    init_projections_orthonormal(pretrained)  # a no-op for Pretrained init_cfg
+    assert all(torch.equal(a, c.weight) for a, c in zip(before, pretrained.projection_convs()))
+
+
+def test_bsconvs_layer_starts_with_orthonormal_projection():
+    model = classifier(perturb_projections=False)
+    layers = [m for _, m in regularised_modules(model)]
+    assert layers and all(m.reg_loss().item() < 1e-3 for m in layers)

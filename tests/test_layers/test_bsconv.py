@@ -256,24 +256,24 @@ def test_bad_extras_rejected_in_plain_mode_too():
         BSConvU(8, 16, 3, 1, 1, 1, 1, True, 'zeros', (3, ))  # extras are keyword-only
 
 
-def test_init_weights():
+def test_default_init_has_stock_conv_statistics():
+    """The constructor gives the effective kernel the statistics of
+    ``nn.Conv2d``'s default init (per-filter norms of a kaiming-uniform draw)
+    and a stock bias; BSConv-S starts with orthonormal projection rows."""
     _seed()
-    layer = BSConvS(64, 64, 3, padding=1, p=1.0)
-    with torch.no_grad():
-        layer.bias.fill_(3.0)
-    layer.init_weights()
-    assert torch.all(layer.bias == 0)
-    for name in ('pw1', 'pw2'):
-        std = getattr(layer, name).weight.std().item()
-        assert abs(std - math.sqrt(2 / 64)) < 0.1 * math.sqrt(2 / 64), name
-    dw_std = layer.dw.weight.std().item()
-    assert abs(dw_std - math.sqrt(2 / (64 * 9))) < 0.15 * math.sqrt(2 / (64 * 9))
+    bound = 1 / math.sqrt(64 * 9)
+    for layer in (BSConvU(64, 64, 3, padding=1), BSConvS(64, 64, 3, padding=1, p=0.25)):
+        std = layer.weight.detach().std().item()
+        assert abs(std - bound / math.sqrt(3)) < 0.05 * bound, type(layer).__name__
+        assert layer.bias.abs().max() <= bound and layer.bias.abs().max() > 0
+    assert layer.reg_loss().item() < 1e-4  # orthonormal pw1 rows
+    assert not hasattr(layer, 'init_weights')  # a stock conv has none
     plain = BSConvU(64, 64, 1)
-    with torch.no_grad():
-        plain.bias.fill_(3.0)
-    plain.init_weights()
-    assert torch.all(plain.bias == 0)
-    assert abs(plain.weight.std().item() - math.sqrt(2 / 64)) < 0.1 * math.sqrt(2 / 64)
+    assert plain.weight.abs().max() <= 1 / 8
+    # with a mid norm (no dense kernel) BSConv-S still starts orthonormal
+    pytest.importorskip('mmcv')
+    normed = BSConvS(64, 64, 3, padding=1, mid_norm_cfg=dict(type='BN'))
+    assert normed.reg_loss().item() < 1e-4
 
 
 # --------------------------------------------------------------------- 4
@@ -484,7 +484,6 @@ def test_mid_norm_train_and_eval(cls, norm_cfg):
     assert layer.mid_norm_names == names
     assert [n for n, _ in layer.named_children()] == (
         ['pw', names[0], 'dw'] if cls is BSConvU else ['pw1', names[0], 'pw2', names[1], 'dw'])
-    layer.init_weights()
     x = torch.randn(2, 8, 6, 6)
     layer.train()
     out = layer(x)
@@ -550,11 +549,12 @@ def test_build_conv_layer_and_conv_module():
                             norm_cfg=dict(type='BN'))
     assert isinstance(module.conv, BSConvU) and not module.conv.plain
     assert module.conv.bias is None  # bias='auto' with a norm
-    with torch.no_grad():
-        module.conv.pw.weight.fill_(0.25)
-        module.conv.dw.weight.fill_(-0.5)
-    module.init_weights()  # must not overwrite the factorised weights
-    assert torch.all(module.conv.pw.weight == 0.25) and torch.all(module.conv.dw.weight == -0.5)
+    twin = cnn.ConvModule(8, 16, 3, padding=1, norm_cfg=dict(type='BN'))
+    _seed()
+    module.init_weights()  # ConvModule's kaiming_init reaches the layer as a stock conv
+    twin.init_weights()
+    std, ref = module.conv.weight.detach().std().item(), twin.conv.weight.detach().std().item()
+    assert abs(std / ref - 1) < 0.15
     _randomise(module.conv)
     x = torch.randn(2, 8, 6, 6)
     out = module(x)
@@ -642,3 +642,20 @@ def test_mmseg_dilated_resnet_bsconvu():
     with torch.no_grad():
         (out, ) = model(torch.randn(1, 3, 32, 32))
     assert out.shape == (1, 512, 4, 4)
+
+
+@pytest.mark.parametrize('cls', [BSConvU, BSConvS])
+@pytest.mark.parametrize('kernel_size,padding,groups', [(3, 0, 1), (3, (0, 2), 1), (1, 1, 1),
+                                                        (3, 0, 2)])
+def test_call_site_padding_is_kept(cls, kernel_size, padding, groups):
+    """Transform and plain mode keep the call-site padding (output shape and
+    values of ``nn.Conv2d`` with the effective kernel)."""
+    _seed()
+    layer = cls(8, 8, kernel_size, padding=padding, groups=groups)
+    conv = nn.Conv2d(8, 8, kernel_size, padding=padding, groups=groups)
+    with torch.no_grad():
+        conv.weight.copy_(layer.weight)
+        conv.bias.copy_(layer.bias)
+    x = torch.randn(2, 8, 9, 9)
+    assert layer.padding == conv.padding and layer(x).shape == conv(x).shape
+    assert (layer(x) - conv(x)).abs().max() <= 1e-5

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import mm_efficientconv.layers.doconv as doconv_module
 from mm_efficientconv.layers.deploy import switch_to_deploy
 from mm_efficientconv.layers.doconv import DOConv
+from mm_efficientconv.layers.kernel_cache import cached_kernels
 
 TOL = 1e-5
 
@@ -157,43 +158,63 @@ def test_weight_attribute_is_effective_kernel():
 def test_init_equals_plain_conv_and_gradients(d_mul):
     torch.manual_seed(3)
     layer = DOConv(4, 6, 3, padding=1, groups=2, D_mul=d_mul)
-    assert torch.count_nonzero(layer.D) == 0
+    if d_mul is None:
+        assert torch.count_nonzero(layer.D) == 0  # the paper's start: D' = 0
     conv = nn.Conv2d(4, 6, 3, padding=1, groups=2)
     with torch.no_grad():
-        conv.weight.copy_(layer.W[:, :, :9].reshape(6, 2, 3, 3))
+        conv.weight.copy_(layer.weight)
         conv.bias.copy_(layer.bias)
     x = torch.randn(2, 4, 7, 7)
     out = layer(x)
     assert (out - conv(x)).abs().max().item() <= TOL
+    assert (out.double() - feature_composition(x, layer)).abs().max().item() <= TOL
     (out ** 2).sum().backward()
     for p in (layer.W, layer.D, layer.bias):
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
-def test_init_distribution_like_an_mmcv_conv():
-    """Constructor and init_weights give the effective kernel the init mmcv / the
-    backbones' Kaiming init_cfg give a plain conv (their initialisers cannot reach W)."""
+def test_default_init_is_nn_conv2d_default():
+    """The constructor gives the effective kernel ``nn.Conv2d``'s default init
+    (kaiming-uniform, a=sqrt(5)) and ``D' = 0``; the codebases' initialisers
+    then write ``weight`` as they write a stock conv's (test_init_parity.py)."""
     torch.manual_seed(4)
-    std = math.sqrt(2 / (64 * 9))  # kaiming-normal fan_out of (64, 64, 3, 3)
-    layer = DOConv(64, 64, 3, D_mul=12)
-    assert abs(layer.weight.std().item() - std) < 0.05 * std
-    assert torch.count_nonzero(layer.D) == 0 and torch.count_nonzero(layer.bias) == 0
-    plain = DOConv(64, 64, 1)
-    assert abs(plain.weight.std().item() - math.sqrt(2 / 64)) < 0.05 * math.sqrt(2 / 64)
-    assert torch.count_nonzero(plain.bias) == 0
-    layer.reset_parameters()  # nn.Conv2d's default, for users outside the codebases
     bound = 1 / math.sqrt(64 * 9)
-    assert layer.W.abs().max() <= bound
-    assert abs(layer.W.std().item() - bound / math.sqrt(3)) < 0.05 * bound
-    assert layer.bias.abs().max() <= bound
-    layer.init_weights()
-    assert abs(layer.weight.std().item() - std) < 0.05 * std
-    assert abs(layer.W.std().item() - std) < 0.05 * std
-    # extra D_mul columns are initialised too, so their D' columns learn
-    assert layer.W[:, :, 9:].abs().min() > 0
-    assert torch.count_nonzero(layer.D) == 0 and torch.count_nonzero(layer.bias) == 0
-    layer(torch.randn(1, 64, 5, 5)).sum().backward()
-    assert layer.D.grad[:, :, 9:].abs().sum() > 0
+    for d_mul in (None, 12):
+        layer = DOConv(64, 64, 3, D_mul=d_mul)
+        weight = layer.weight.detach()
+        assert weight.abs().max() <= bound * (1 + 1e-6)
+        assert abs(weight.std().item() - bound / math.sqrt(3)) < 0.05 * bound
+        assert layer.bias.abs().max() <= bound
+    assert torch.count_nonzero(DOConv(64, 64, 3).D) == 0
+    plain = DOConv(64, 64, 1)
+    assert plain.weight.abs().max() <= 1 / 8
+    assert abs(plain.weight.std().item() - 1 / 8 / 3**.5) < 4e-3
+    assert not hasattr(layer, 'init_weights')  # a stock conv has none (ConvModule, BaseModule)
+
+
+@pytest.mark.parametrize('cfg', [dict(in_channels=4, out_channels=6, kernel_size=3, padding=1,
+                                      groups=2, D_mul=14),
+                                 dict(in_channels=3, out_channels=5, kernel_size=(3, 1),
+                                      padding=(1, 0), D_mul=4),
+                                 dict(in_channels=4, out_channels=8, kernel_size=3, padding=1,
+                                      groups=4, D_mul=10)])
+def test_plain_checkpoint_with_larger_d_mul_trains_every_column(cfg):
+    """A plain checkpoint loaded into a DO-Conv with ``D_mul > kh*kw`` gives
+    the identical function and gradients in every column of ``W`` and ``D'``
+    (with ``W``'s extra columns and ``D'`` both zero they would stay zero)."""
+    torch.manual_seed(10)
+    fields = ('in_channels', 'out_channels', 'kernel_size', 'padding', 'groups')
+    conv = nn.Conv2d(**{k: cfg[k] for k in fields if k in cfg})
+    layer = DOConv(**cfg)
+    layer.load_state_dict(conv.state_dict())
+    x = torch.randn(2, cfg['in_channels'], 7, 7)
+    out = layer(x)
+    assert (out - conv(x)).abs().max().item() <= 1e-6
+    assert (layer.weight - conv.weight).abs().max().item() <= 1e-6
+    (out ** 2).sum().backward()
+    assert layer.W.grad.abs().amax(dim=(0, 1)).min() > 0  # every column of W
+    assert layer.D.grad.abs().amax(dim=(0, 1)).min() > 0  # every column of D'
+    assert (layer.W.grad != 0).float().mean() > 0.95 and (layer.D.grad != 0).float().mean() > 0.95
 
 
 def test_argument_validation_and_positional_stride():
@@ -240,100 +261,95 @@ class _Counter:
         monkeypatch.setattr(doconv_module, 'doconv_compose', counted)
 
 
-def test_eval_cache(monkeypatch):
+def test_no_cache_outside_a_scope(monkeypatch):
+    """Outside ``cached_kernels()`` every forward composes from the current
+    parameters, whatever wrote them (``.data`` included) and in any mode."""
+    torch.manual_seed(5)
+    counter = _Counter(monkeypatch)
+    layer = randomize(DOConv(4, 6, 3, padding=1)).eval()
+    x = torch.randn(2, 4, 6, 6)
+    with torch.no_grad():
+        y1 = layer(x)
+        y2 = layer(x)
+    assert counter.calls == 2 and torch.equal(y1, y2)
+    layer.D.data.add_(0.5)  # bypasses the version counter
+    with torch.no_grad():
+        y3 = layer(x)
+    assert not torch.equal(y3, y1)
+    assert (y3.double() - feature_composition(x, layer)).abs().max() <= TOL
+    with pytest.warns(DeprecationWarning):
+        layer.invalidate_cache()  # kept as a no-op
+
+
+def test_cache_inside_a_scope(monkeypatch):
     torch.manual_seed(5)
     counter = _Counter(monkeypatch)
     layer = randomize(DOConv(4, 6, 3, padding=1))
     opt = torch.optim.SGD(layer.parameters(), lr=0.01)
     x = torch.randn(2, 4, 6, 6)
     layer.eval()
-    with torch.no_grad():
-        y1 = layer(x)
-        y2 = layer(x)
-    assert counter.calls == 1 and torch.equal(y1, y2)
-    cached = layer._weight_cache[1]
-    assert not cached.requires_grad and cached.grad_fn is None
-
-    # a forward with grad (same mode, no mode switch) recomputes and back-propagates
-    layer(x).sum().backward()
-    assert counter.calls == 2 and layer.W.grad.abs().sum() > 0 and layer.D.grad.abs().sum() > 0
-    opt.step()  # the in-place update changes the version counters
-    with torch.no_grad():
-        y3 = layer(x)
-        assert counter.calls == 3
-        assert not torch.equal(y3, y1)
-        assert (y3.double() - feature_composition(x, layer)).abs().max() <= TOL
-        layer(x)
-        assert counter.calls == 3
-        layer.W.mul_(0.5)  # any in-place write
-        y4 = layer(x)
-        assert counter.calls == 4
-        assert (y4.double() - feature_composition(x, layer)).abs().max() <= TOL
-
-    # training-mode forward with grad still back-propagates
-    layer.train()
-    layer.zero_grad()
-    layer(x).sum().backward()
-    assert layer.W.grad.abs().sum() > 0 and layer.D.grad.abs().sum() > 0
-    layer.eval()
-
-    # load_state_dict invalidates
-    state = randomize(copy.deepcopy(layer), seed=7).state_dict()
+    with cached_kernels():
+        with torch.no_grad():
+            y1 = layer(x)
+            y2 = layer(x)
+        assert counter.calls == 1 and torch.equal(y1, y2)
+        # a forward with grad composes afresh (no cached graph) and back-propagates
+        layer(x).sum().backward()
+        assert counter.calls == 2 and layer.W.grad.abs().sum() > 0
+        opt.step()  # in-place updates change the version counters
+        with torch.no_grad():
+            y3 = layer(x)
+            assert counter.calls == 3 and not torch.equal(y3, y1)
+            assert (y3.double() - feature_composition(x, layer)).abs().max() <= TOL
+            layer(x)
+            assert counter.calls == 3
+            # a dtype change is a new entry
+            out64 = layer.double()(x.double())
+            assert out64.dtype == torch.float64
+            assert (out64 - feature_composition(x, layer)).abs().max() <= 1e-10
+            layer.float()
+        # nested scopes share the entries; only the outermost exit drops them
+        with cached_kernels(), torch.no_grad():
+            calls = counter.calls
+            layer(x)
+            layer(x)
+            assert counter.calls == calls + 1
+        with torch.no_grad():
+            layer(x)
+        assert counter.calls == calls + 1
     with torch.no_grad():
         layer(x)
-    calls = counter.calls
-    layer.load_state_dict(state)
-    with torch.no_grad():
-        y5 = layer(x)
-    assert counter.calls == calls + 1
-    assert (y5.double() - feature_composition(x, layer)).abs().max() <= TOL
-
-    # writes through .data bypass version counters; a mode switch drops the cache
-    with torch.no_grad():
-        layer(x)
-    calls = counter.calls
-    layer.D.data.add_(0.5)
-    layer.train().eval()
-    with torch.no_grad():
-        y6 = layer(x)
-    assert counter.calls == calls + 1
-    assert (y6.double() - feature_composition(x, layer)).abs().max() <= TOL
-    layer.D.data.add_(0.5)
-    layer.invalidate_cache()
-    with torch.no_grad():
-        assert (layer(x).double() - feature_composition(x, layer)).abs().max() <= TOL
-        # a dtype change is a new cache entry
-        out64 = layer.double()(x.double())
-        assert out64.dtype == torch.float64
-        assert (out64 - feature_composition(x, layer)).abs().max() <= 1e-10
-        # caching can be switched off (per instance or class)
-        layer.cache_kernel = False
+    assert counter.calls == calls + 2  # the scope is closed: composed again
+    # caching can be switched off per instance
+    layer.cache_kernel = False
+    with cached_kernels(), torch.no_grad():
         calls = counter.calls
-        layer(x.double())
-        layer(x.double())
-        assert counter.calls == calls + 2
+        layer(x)
+        layer(x)
+    assert counter.calls == calls + 2
 
 
-def test_cache_for_frozen_params_and_inference_mode(monkeypatch):
+def test_scope_with_frozen_params_inference_mode_and_autocast(monkeypatch):
     torch.manual_seed(6)
     counter = _Counter(monkeypatch)
     layer = randomize(DOConv(4, 6, 3, padding=1))
     x = torch.randn(1, 4, 6, 6)
-    with torch.inference_mode():
-        layer(x)
-    assert counter.calls == 1
-    layer.W.requires_grad_(False)
-    layer.D.requires_grad_(False)
-    xg = x.clone().requires_grad_()
-    out = layer(xg)  # frozen W/D: cached kernel, still differentiable w.r.t. x and bias
-    out.sum().backward()
-    assert counter.calls == 1
-    assert xg.grad is not None and layer.bias.grad is not None
-    # autocast does not leak into the cached kernel
-    with torch.no_grad():
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            layer(x)
-        assert layer(x).dtype == torch.float32
+    with cached_kernels():
+        with torch.inference_mode():
+            ref = layer(x)
+        assert counter.calls == 1
+        layer.W.requires_grad_(False)
+        layer.D.requires_grad_(False)
+        xg = x.clone().requires_grad_()
+        out = layer(xg)  # frozen W/D: cached kernel, still differentiable w.r.t. x and bias
+        out.sum().backward()
+        assert counter.calls == 1 and torch.allclose(out, ref)
+        assert xg.grad is not None and layer.bias.grad is not None
+        # autocast does not leak into the kernel
+        with torch.no_grad():
+            with torch.autocast('cpu', dtype=torch.bfloat16):
+                layer(x)
+            assert layer(x).dtype == torch.float32
 
 
 # -------------------------------------------------------------------- deploy
@@ -391,8 +407,9 @@ def test_load_plain_conv_state_dict(d_mul):
     assert not result.missing_keys and not result.unexpected_keys
     x = torch.randn(2, 4, 7, 7)
     assert (layer(x) - conv(x)).abs().max().item() <= TOL
-    assert torch.count_nonzero(layer.D) == 0
-    assert torch.count_nonzero(layer.W[:, :, 9:]) == 0
+    if d_mul is None:
+        assert torch.count_nonzero(layer.D) == 0
+        assert torch.equal(layer.W, conv.weight.reshape(6, 2, 9))
 
 
 def test_load_wrong_shapes_errors():
@@ -573,14 +590,11 @@ def test_conv_module():
     cm = ConvModule(4, 8, 3, padding=1, conv_cfg=dict(type='DOConv'), norm_cfg=dict(type='BN'))
     assert isinstance(cm.conv, DOConv) and cm.conv.bias is None
     W0 = cm.conv.W.detach().clone()
-    # ConvModule's kaiming_init is skipped for a conv that has init_weights ...
+    # ConvModule's kaiming_init writes the layer's weight, as for a plain conv
     cm.init_weights()
-    assert torch.equal(cm.conv.W, W0) and torch.count_nonzero(cm.conv.D) == 0
-    # ... so the layer keeps its own initialisation, the kaiming one ConvModule gives plain convs
+    assert not torch.equal(cm.conv.W, W0) and torch.count_nonzero(cm.conv.D) == 0
     std = math.sqrt(2 / (8 * 9))
     assert abs(cm.conv.weight.std().item() - std) < 0.35 * std  # only 288 samples
-    cm.conv.init_weights()
-    assert not torch.equal(cm.conv.W, W0) and torch.count_nonzero(cm.conv.D) == 0
     x = torch.randn(2, 4, 6, 6)
     out = cm(x)
     assert out.shape == (2, 8, 6, 6)
@@ -636,3 +650,16 @@ def test_mmpretrain_resnet50():
     assert sum(p.numel() for p in stock.parameters()) == 23508032
     with torch.no_grad():
         assert (model(x)[-1] - before).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize('kernel_size,padding', [(3, 0), (3, (0, 2)), (1, 1), ((1, 3), (1, 0))])
+def test_call_site_padding_is_kept(kernel_size, padding):
+    torch.manual_seed(21)
+    layer = DOConv(4, 6, kernel_size, padding=padding)
+    conv = nn.Conv2d(4, 6, kernel_size, padding=padding)
+    with torch.no_grad():
+        conv.weight.copy_(layer.weight)
+        conv.bias.copy_(layer.bias)
+    x = torch.randn(2, 4, 9, 9)
+    assert layer.padding == conv.padding and layer(x).shape == conv(x).shape
+    assert (layer(x) - conv(x)).abs().max() <= TOL

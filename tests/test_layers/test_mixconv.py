@@ -3,7 +3,6 @@
 the MixConv paper: (a) one independent depthwise ``nn.Conv2d`` per channel
 group, concatenated; (b) one depthwise conv whose kernel holds every group's
 kernel zero-padded (and, for the dilated variant, dilated) to the largest."""
-import copy
 import io
 
 import pytest
@@ -12,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import mm_efficientconv.layers.mixconv  # noqa: F401  (registers the layers)
+from mm_efficientconv.layers import cached_kernels
 from mm_efficientconv.layers.deploy import switch_to_deploy
 from mm_efficientconv.layers.mixconv import MixConv, MixGroupedPointwise, split_channels
 
@@ -256,12 +256,10 @@ def test_plain_mode_for_dense_and_grouped_call_sites(groups):
     conv = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=groups)
     assert layer.plain and sorted(layer.state_dict()) == ['bias', 'weight']
     assert layer.kernel_size == (3, 3) and layer.groups == groups
-    # Initialised as ConvModule initialises a plain conv (kaiming fan-out).
+    # Initialised as nn.Conv2d initialises itself.
     torch.manual_seed(3)
-    expected_init = nn.init.kaiming_normal_(torch.empty(conv.weight.shape), mode='fan_out',
-                                            nonlinearity='relu')
-    assert torch.equal(layer.weight, expected_init)
-    assert torch.count_nonzero(layer.bias) == 0
+    expected = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=groups)
+    assert torch.equal(layer.weight, expected.weight) and torch.equal(layer.bias, expected.bias)
     # Same parameters, same function as nn.Conv2d.
     conv.load_state_dict(layer.state_dict())
     with torch.no_grad():
@@ -274,6 +272,19 @@ def test_plain_mode_for_dense_and_grouped_call_sites(groups):
     assert type(deployed) is nn.Conv2d and (deployed(x) - conv(x)).abs().max() <= TOL
     # An odd padding is fine at a plain call site (no centring needed).
     assert MixConv(8, 8, 3, padding=0, kernel_sizes=(3, 5)).plain
+
+
+@pytest.mark.parametrize('padding', [0, 2, (0, 1)])
+def test_plain_mode_keeps_the_call_site_padding(padding):
+    torch.manual_seed(4)
+    layer = MixConv(8, 8, 3, padding=padding, groups=8)
+    conv = nn.Conv2d(8, 8, 3, padding=padding, groups=8)
+    assert layer.plain and layer.padding == conv.padding
+    conv.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 8, 9, 9)
+    assert layer(x).shape == conv(x).shape
+    assert (layer(x) - conv(x)).abs().max() <= TOL
+    assert (layer.switch_to_deploy()(x) - conv(x)).abs().max() <= TOL
 
 
 def test_plain_mode_for_a_single_kernel():
@@ -327,66 +338,39 @@ def test_bad_arguments_are_rejected_at_plain_call_sites_too():
 
 
 # --------------------------------------------------------------------- cache
-def test_fused_kernel_cache():
+def test_fused_kernel_cached_only_inside_a_scope():
     layer = _build(c=12, kernel_sizes=(3, 5, 7)).eval()
     x = _input(layer)
+    calls = []
+    compose = layer.compute_weight
+    layer.compute_weight = lambda: calls.append(1) or compose()
     with torch.no_grad():
         y0 = layer(x)
-        cached = layer._cache.value
-        assert cached is not None and not cached.requires_grad
-        assert layer(x) is not None and layer._cache.value is cached  # reused
-        assert torch.equal(layer(x), y0)
-        # In-place update (optimiser step / copy_ under no_grad): invalidated.
-        layer.kernels[1].add_(0.25)
-        y1 = layer(x)
-    assert layer._cache.value is not cached
-    assert (y1 - layer.forward_split(x)).abs().max() <= TOL
-    assert (y1 - y0).abs().max() > 1e-3
-    # load_state_dict copies in place: invalidated too.
-    other = _build(c=12, kernel_sizes=(3, 5, 7))
-    with torch.no_grad():
-        for p in other.parameters():
-            p.mul_(-1)
-        layer.load_state_dict(other.state_dict())
-        assert (layer(x) - other.forward_split(x)).abs().max() <= TOL
-        # A write through `.data` (mmengine's EMAHook swap) bypasses the version
-        # counter; the loops call eval() right after, which drops the cache.
-        layer.kernels[0].data.copy_(torch.zeros_like(layer.kernels[0]))
-        layer.eval()
+        layer(x)
+        assert len(calls) == 2  # no implicit cache
+        layer.kernels[0].data.mul_(2)  # a write that bypasses version counters
         assert (layer(x) - layer.forward_split(x)).abs().max() <= TOL
-    # Train mode never reads or writes the cache (mmengine's EMA model is
-    # updated through `.data` in train mode).
-    layer.train()
-    with torch.no_grad():
-        y = layer(x)
-        assert layer._cache.value is None
-        layer.kernels[0].data.add_(1.0)
-        assert (layer(x) - y).abs().max() > 1e-3
-        assert (layer(x) - layer.forward_split(x)).abs().max() <= TOL
-    # Training with gradients never creates a cache entry.
-    layer.invalidate_cache()
+        assert (layer(x) - y0).abs().max() > 1e-3
+        with cached_kernels():
+            calls.clear()
+            y1 = layer(x)
+            assert torch.equal(layer(x), y1) and len(calls) == 1
+            layer.kernels[1].add_(0.25)  # in-place update under no_grad: re-keyed
+            assert (layer(x) - layer.forward_split(x)).abs().max() <= TOL
+            assert len(calls) == 2
+            # dtype changes re-key the entry
+            layer.double()
+            assert layer(x.double()).dtype == torch.float64
+            layer.float()
+    # training with gradients never uses the cache, even in a scope
     layer.train()
     layer.fuse_mode = 'always'
-    layer(x).sum().backward()
-    assert layer._cache.value is None
+    with cached_kernels():
+        calls.clear()
+        layer(x).sum().backward()
+        layer(x).sum().backward()
+        assert len(calls) == 2
     assert all(k.grad is not None for k in layer.kernels)
-    # Dtype changes re-key the cache.
-    layer.double().eval()
-    with torch.no_grad():
-        assert layer(x.double()).dtype == torch.float64
-        assert layer._cache.value.dtype == torch.float64
-
-
-def test_deepcopy_does_not_share_the_cache():
-    layer = _build(c=12, kernel_sizes=(3, 5, 7)).eval()
-    x = _input(layer)
-    with torch.no_grad():
-        layer(x)
-    clone = copy.deepcopy(layer)
-    assert clone._cache.value is None
-    with torch.no_grad():
-        clone.kernels[0].data.mul_(3)  # bypasses the version counter
-        assert (clone(x) - clone.forward_split(x)).abs().max() <= TOL
 
 
 # -------------------------------------------------------------------- deploy
@@ -455,128 +439,21 @@ def test_stock_depthwise_checkpoint_loads_function_preserving():
         layer.load_state_dict({'weight': torch.zeros(12, 2, 3, 3), 'bias': torch.zeros(12)})
 
 
-@pytest.mark.parametrize('reinit', [False, True])
-def test_init_weights(reinit):
+def test_default_init_and_tf_group_init():
     torch.manual_seed(0)
     layer = MixConv(24, 48, 3, padding=1, groups=24, kernel_sizes=(3, 5, 7))
-    pw = MixGroupedPointwise(64, 96, num_splits=2)
     plain = MixConv(8, 8, 1)
-    if reinit:
-        for m in (layer, pw, plain):
-            with torch.no_grad():
-                for p in m.parameters():
-                    p.normal_()
-            m.init_weights()
-    # The constructor already applies init_weights (the package contract).
-    for m in (layer, pw, plain):
+    # PyTorch's default per-group nn.Conv2d init (timm's MixedConv2d start)
+    for k, kernel in zip((3, 5, 7), layer.kernels):
+        assert kernel.abs().max() <= 1 / k + 1e-6
+    assert plain.weight.abs().max() <= 1 / 8**0.5
+    for m in (layer, plain):
+        m.kaiming_init_parts()  # TF MixNet's init (MixNet.init_weights)
         assert torch.count_nonzero(m.bias) == 0
     for k, kernel in zip((3, 5, 7), layer.kernels):
         std = (2.0 / (kernel.shape[0] * k * k))**0.5  # kaiming, fan_out, relu
         assert 0.6 * std < kernel.std().item() < 1.4 * std
-    for kernel in pw.kernels:
-        std = (2.0 / kernel.shape[0])**0.5
-        assert 0.8 * std < kernel.std().item() < 1.2 * std
-    # reset_parameters gives PyTorch's default per-group nn.Conv2d init.
-    layer.reset_parameters()
-    for k, kernel in zip((3, 5, 7), layer.kernels):
-        assert kernel.abs().max() <= 1 / k + 1e-6
-
-
-# ------------------------------------------------------- MixGroupedPointwise
-def _ref_grouped(layer, x):
-    outs, i0, o0 = [], 0, 0
-    for kernel, ci, co in zip(layer.kernels, layer.in_splits, layer.out_splits):
-        conv = nn.Conv2d(ci, co, 1, layer.stride, bias=layer.bias is not None).double()
-        with torch.no_grad():
-            conv.weight.copy_(kernel)
-            if layer.bias is not None:
-                conv.bias.copy_(layer.bias[o0:o0 + co])
-        outs.append(conv(x.double()[:, i0:i0 + ci]))
-        i0 += ci
-        o0 += co
-    return torch.cat(outs, 1)
-
-
-@pytest.mark.parametrize('cin,cout,n,splits,even', [
-    (16, 24, 2, ([8, 8], [12, 12]), True),
-    (20, 30, 3, ([8, 6, 6], [10, 10, 10]), False),
-    (10, 14, 4, ([4, 2, 2, 2], [5, 3, 3, 3]), False),
-    (24, 12, 3, ([8, 8, 8], [4, 4, 4]), True),
-])
-@pytest.mark.parametrize('bias', [True, False])
-@pytest.mark.parametrize('stride', [1, 2])
-def test_grouped_pointwise(cin, cout, n, splits, even, bias, stride):
-    torch.manual_seed(0)
-    layer = MixGroupedPointwise(cin, cout, stride=stride, bias=bias, num_splits=n)
-    assert (list(layer.in_splits), list(layer.out_splits)) == splits
-    assert layer.even == even and layer.groups == 1
-    assert sum(p.numel() for p in layer.parameters()) == \
-        sum(i * o for i, o in zip(*splits)) + (cout if bias else 0)
-    x = torch.randn(2, cin, 7, 7)
-    expected = _ref_grouped(layer, x)
-    assert (layer(x).double() - expected).abs().max() <= TOL
-    with torch.no_grad():
-        assert (layer(x).double() - expected).abs().max() <= TOL
-    # Block-diagonal dense weight.
-    weight = layer.weight
-    assert weight.shape == (cout, cin, 1, 1)
-    y = F.conv2d(x, weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
-    assert (y.double() - expected).abs().max() <= TOL
-    mask = torch.zeros(cout, cin, dtype=torch.bool)
-    o0 = i0 = 0
-    for ci, co in zip(*splits):
-        mask[o0:o0 + co, i0:i0 + ci] = True
-        o0, i0 = o0 + co, i0 + ci
-    assert torch.count_nonzero(weight[..., 0, 0][~mask]) == 0
-    # Gradients.
-    layer(x).square().sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
-    # Deploy.
-    state = copy.deepcopy(layer.state_dict())
-    deployed = layer.switch_to_deploy()
-    if even:
-        assert type(deployed) is nn.Conv2d and deployed.groups == n
-        assert layer.plain and layer.groups == n
-        assert layer.weight.shape == (cout, cin // n, 1, 1)
-        y = F.conv2d(x, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation,
-                     layer.groups)
-        assert (y.double() - expected).abs().max() <= TOL
-        assert sum(p.numel() for p in deployed.parameters()) == \
-            sum(p.numel() for p in layer.parameters())
-        # The deployed checkpoint loads into a split layer, and back.
-        fresh = MixGroupedPointwise(cin, cout, stride=stride, bias=bias, num_splits=n)
-        fresh.load_state_dict(deployed.state_dict())
-        assert (fresh(x).double() - expected).abs().max() <= TOL
-        layer.load_state_dict(state)
-    else:
-        assert deployed is layer and layer.deploy and not layer.plain
-    assert (deployed(x).double() - expected).abs().max() <= TOL
-    assert (layer.switch_to_deploy()(x).double() - expected).abs().max() <= TOL  # idempotent
-
-
-def test_grouped_pointwise_dense_weight_loads_and_plain_mode():
-    torch.manual_seed(0)
-    src = MixGroupedPointwise(10, 14, num_splits=4)
-    dense = {'weight': src.weight.detach().clone(), 'bias': src.bias.detach().clone()}
-    dst = MixGroupedPointwise(10, 14, num_splits=4)
-    dst.load_state_dict(dense)
-    x = torch.randn(1, 10, 5, 5)
-    assert (dst(x) - src(x)).abs().max() <= TOL
-    plain = MixGroupedPointwise(10, 14, num_splits=1)
-    assert plain.plain and sorted(plain.state_dict()) == ['bias', 'weight']
-    assert plain.weight.shape == (14, 10, 1, 1)
-    assert type(plain.switch_to_deploy()) is nn.Conv2d
-
-
-@pytest.mark.parametrize('kwargs,word', [
-    (dict(kernel_size=3), 'kernel_size'),
-    (dict(groups=2), 'groups'),
-    (dict(num_splits=0), 'num_splits'),
-    (dict(num_splits=9), 'num_splits'),
-])
-def test_grouped_pointwise_bad_arguments(kwargs, word):
-    with pytest.raises(ValueError, match=word):
-        MixGroupedPointwise(8, 8, **kwargs)
+    assert not hasattr(layer, 'init_weights')  # a stock conv has none
 
 
 # ------------------------------------------------------- dtypes and export
@@ -588,9 +465,6 @@ def test_float64():
     assert layer.forward_split(x).dtype == torch.float64
     assert (layer.forward_split(x) - expected).abs().max() < 1e-12
     assert (layer.forward_fused(x) - expected).abs().max() < 1e-12
-    pw = MixGroupedPointwise(10, 14, num_splits=3).double()
-    xp = torch.randn(1, 10, 4, 4, dtype=torch.float64)
-    assert (pw(xp) - _ref_grouped(pw, xp)).abs().max() < 1e-12
 
 
 def test_cpu_autocast_bf16():
@@ -665,8 +539,11 @@ def test_conv_module():
     assert isinstance(module.conv, MixConv) and not module.conv.plain
     assert module.conv.kernel_sizes == (3, 5, 7)
     before = [k.detach().clone() for k in module.conv.kernels]
-    module.init_weights()  # ConvModule leaves a conv with its own init_weights alone
-    assert all(torch.equal(a, b) for a, b in zip(before, module.conv.kernels))
+    module.init_weights()  # ConvModule's kaiming_init writes the layer's weight
+    assert all(not torch.equal(a, b) for a, b in zip(before, module.conv.kernels))
+    std = (2 / (16 * 7 * 7))**0.5  # kaiming fan-out of the reported (16, 1, 7, 7) kernel
+    values = torch.cat([k.detach().flatten() for k in module.conv.kernels])
+    assert 0.7 * std < values.std().item() < 1.3 * std
     x = torch.randn(2, 16, 10, 10, requires_grad=True)
     y = module(x)
     assert y.shape == (2, 16, 10, 10)
