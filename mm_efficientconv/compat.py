@@ -1,5 +1,9 @@
 # Copyright (c) mm_efficientconv contributors. All rights reserved.
-"""The few fixes the pinned stack needs. Applied once, on ``import mm_efficientconv``.
+"""The few fixes the pinned stack needs, each applied only where it is needed.
+
+:func:`apply` runs on ``import mm_efficientconv``; it imports neither mmdet
+nor mmseg (an mmdet that rejects the installed mmcv does not break the
+plugin): fixes of a codebase wait until that codebase's module is imported.
 
 Resuming under torch >= 2.6 (``torch.load(weights_only=True)`` by default)
 ------------------------------------------------------------------------
@@ -19,7 +23,11 @@ mmengine 0.10.7's ``pytorch`` launcher calls ``torch.cuda.set_device`` even
 for the ``gloo`` backend, and the Runner's default DDP wrapper passes
 ``device_ids=[LOCAL_RANK]``, which torch rejects for CPU modules. Where no GPU
 is visible we initialise the process group without touching CUDA and give CPU
-modules ``device_ids=None``. With a GPU, nothing changes.
+modules ``device_ids=None``. The patch is installed only where no GPU is
+visible at import (``torch.cuda.is_available()`` is false, e.g. with
+``CUDA_VISIBLE_DEVICES=''``), and even then steps aside for CUDA modules.
+:func:`init_distributed` is the one place the package starts a process group
+itself (the dry run, before its Runner exists).
 
 mmdet 3.3.0's ``SSDHead`` cannot predict
 ---------------------------------------
@@ -27,11 +35,29 @@ mmdet 3.3.0's ``SSDHead`` cannot predict
 prediction path reads, so every SSD / SSDLite validation raises
 ``AttributeError`` (open-mmlab/mmdetection issues 11305 and 11780, fix never
 released). Setting the class attribute to ``None`` restores the softmax
-branch the head used before 3.3.
+branch the head used before 3.3. Applied when ``mmdet.models.dense_heads.ssd_head``
+is imported (a one-shot post-import hook), or at once if it already is.
+
+mmpretrain 1.2 imports mmdet as a side effect
+---------------------------------------------
+``mmpretrain.models`` (which our backbones build on) imports
+``mmpretrain.models.utils.res_layer_extra_norm``, which tries
+``from mmdet.models.backbones import ResNet`` to register mmpretrain's
+``ResLayerExtraNorm`` in mmdet's registry. That imports all of mmdet's models
+and, where mmdet rejects the installed mmcv (an ``AssertionError``, not the
+``ImportError`` mmpretrain catches), makes the import fail. While the package
+imports (:func:`codebases_deferred`), imports of mmdet/mmseg that are not
+loaded yet raise ``ImportError``, so mmpretrain skips that integration; it is
+re-run as soon as ``mmdet.models`` is imported by anyone, so
+``ResLayerExtraNorm`` is registered exactly where it would have been.
 """
 import collections
+import contextlib
+import importlib
+import importlib.abc
 import pickle
-from typing import Any, List
+import sys
+from typing import Any, Callable, List
 
 import numpy as np
 import torch
@@ -89,7 +115,10 @@ def allow_mmengine_checkpoints_in_safe_loading() -> None:
 
 def allow_cpu_distributed() -> None:
     """Lets ``tools/dist_train.sh`` (torchrun + mmengine's pytorch launcher)
-    run on machines without a GPU, with the ``gloo`` backend. Idempotent."""
+    run on machines without a GPU, with the ``gloo`` backend: mmengine's
+    pytorch launcher skips ``torch.cuda.set_device`` and
+    ``MMDistributedDataParallel`` drops ``device_ids`` for CPU modules, while
+    no GPU is available. Idempotent."""
     from mmengine.dist import utils as dist_utils
     from mmengine.model import MMDistributedDataParallel
 
@@ -118,19 +147,160 @@ def allow_cpu_distributed() -> None:
         MMDistributedDataParallel.__init__ = __init__
 
 
+def init_distributed(launcher: str, backend: str = None) -> None:
+    """Initialises the default process group through mmengine's launcher
+    (``mmengine.dist.init_dist``), as the Runner would, unless one exists.
+
+    Args:
+        launcher (str): ``'pytorch'`` (torchrun), ``'slurm'`` or ``'mpi'``.
+        backend (str, optional): Defaults to None: ``'nccl'`` where a GPU is
+            available, else ``'gloo'`` (with the CPU launcher of
+            :func:`allow_cpu_distributed`).
+    """
+    import torch.distributed as torch_dist
+    from mmengine.dist import init_dist
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        return
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        allow_cpu_distributed()
+    init_dist(launcher, backend=backend or ('nccl' if cuda else 'gloo'))
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    """Runs ``callback(module)`` right after the module ``name`` is executed,
+    once; the module is found and loaded by the regular finders."""
+
+    def __init__(self, name: str, callback: Callable) -> None:
+        self.name = name
+        self.callback = callback
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, 'find_spec', None)
+            if finder is self or find_spec is None:
+                continue
+            spec = find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and hasattr(spec.loader, 'exec_module'):
+            spec.loader = _CallbackLoader(spec.loader, self)
+        return spec
+
+    def done(self, module) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        self.callback(module)
+
+
+class _CallbackLoader(importlib.abc.Loader):
+    """Delegates to ``loader``; tells ``finder`` when the module ran."""
+
+    def __init__(self, loader, finder: _PostImportFinder) -> None:
+        self._loader = loader
+        self._finder = finder
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self._loader.exec_module(module)
+        module.__loader__ = self._loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        self._finder.done(module)
+
+    def __getattr__(self, name):  # get_source, get_filename, ... for tracebacks and inspect
+        return getattr(self._loader, name)
+
+
+def when_imported(name: str, callback: Callable) -> None:
+    """Calls ``callback(module)`` as soon as the module ``name`` is imported:
+    at once if it already is, else right after its first import (which this
+    does not trigger)."""
+    module = sys.modules.get(name)
+    if module is not None:
+        callback(module)
+        return
+    if not any(isinstance(f, _PostImportFinder) and f.name == name and f.callback is callback
+               for f in sys.meta_path):
+        sys.meta_path.insert(0, _PostImportFinder(name, callback))
+
+
+# codebases the package never imports itself, and the optional integrations of its
+# dependencies that import one of them at import time: module -> codebase module that
+# re-runs it
+OPTIONAL_CODEBASES = ('mmdet', 'mmseg')
+DEFERRED_INTEGRATIONS = {'mmpretrain.models.utils.res_layer_extra_norm': 'mmdet.models'}
+
+
+class _CodebaseBlocker(importlib.abc.MetaPathFinder):
+    """Raises ``ImportError`` for the codebases in ``names``."""
+
+    def __init__(self, names) -> None:
+        self.names = tuple(names)
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname.split('.')[0] in self.names:
+            raise ImportError(f'{fullname} is not imported while mm_efficientconv imports '
+                              '(mm_efficientconv.compat.codebases_deferred)', name=fullname)
+        return None
+
+
+def _rerun(name: str) -> Callable:
+
+    def rerun(_module) -> None:
+        if name not in sys.modules:
+            importlib.import_module(name)
+
+    return rerun
+
+
+@contextlib.contextmanager
+def codebases_deferred():
+    """Within the block, importing mmdet or mmseg (where not imported yet)
+    raises ``ImportError``; integrations of :data:`DEFERRED_INTEGRATIONS` that
+    ran without the codebase are re-run once it is imported."""
+    blocked = [name for name in OPTIONAL_CODEBASES if name not in sys.modules]
+    if not blocked:
+        yield
+        return
+    loaded_before = {name for name in DEFERRED_INTEGRATIONS if name in sys.modules}
+    blocker = _CodebaseBlocker(blocked)
+    sys.meta_path.insert(0, blocker)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(blocker)
+        for name, trigger in DEFERRED_INTEGRATIONS.items():
+            if name in sys.modules and name not in loaded_before \
+                    and trigger.split('.')[0] in blocked:
+                del sys.modules[name]  # its next import (or the trigger's) runs it again
+                when_imported(trigger, _rerun(name))
+
+
+def _fix_ssd_head(module) -> None:
+    ssd_head = getattr(module, 'SSDHead', None)
+    if ssd_head is not None and not hasattr(ssd_head, 'loss_cls'):
+        ssd_head.loss_cls = None
+
+
 def fix_mmdet_ssd_head() -> None:
     """Gives mmdet's ``SSDHead`` the ``loss_cls = None`` its predict path
-    needs (mmdet 3.3.0). No-op without mmdet or where the attribute exists."""
-    try:
-        from mmdet.models.dense_heads.ssd_head import SSDHead
-    except ImportError:
-        return
-    if not hasattr(SSDHead, 'loss_cls'):
-        SSDHead.loss_cls = None
+    needs (mmdet 3.3.0) once mmdet's ``ssd_head`` module is imported; does
+    not import mmdet. No-op where the attribute exists."""
+    when_imported('mmdet.models.dense_heads.ssd_head', _fix_ssd_head)
 
 
 def apply() -> None:
-    """Applies every compatibility fix of the package."""
+    """Applies every compatibility fix of the package, each only where it is
+    needed: the safe-loading allow-list always, the CPU distributed launcher
+    only without a visible GPU, the mmdet fix when mmdet's module loads."""
     allow_mmengine_checkpoints_in_safe_loading()
-    allow_cpu_distributed()
+    if not torch.cuda.is_available():
+        allow_cpu_distributed()
     fix_mmdet_ssd_head()

@@ -1,4 +1,7 @@
-"""The pinned stack's compatibility fixes (mm_efficientconv/compat.py)."""
+"""The pinned stack's compatibility fixes (mm_efficientconv/compat.py) and import hygiene:
+`import mm_efficientconv` imports no mmdet/mmseg, works where they reject mmcv, and applies each
+fix only where it is needed."""
+import importlib
 import io
 import pickle
 import subprocess
@@ -185,3 +188,156 @@ def _check_ssd_head_predict(SSDHead, ConfigDict):  # noqa: N803
 
     results = head.predict([torch.rand(1, 4, 4, 4), torch.rand(1, 4, 2, 2)], [_Sample()])
     assert len(results[0].bboxes) == 5
+
+
+# ----------------------------------------------------------------------------- import hygiene
+def _python(code, timeout=300, env=None):
+    """Runs ``code`` in a fresh interpreter from the repository root."""
+    return subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+# What mmdet/mmseg do when the installed mmcv is outside their range: an AssertionError on import.
+_REJECTING_CODEBASES = '''
+import importlib.abc, sys
+
+class _Rejecting(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname.split('.')[0] in ('mmdet', 'mmseg'):
+            raise AssertionError(f'MMCV==2.1.0 is used but incompatible (simulated by the test '
+                                 f'for {fullname})')
+        return None
+
+sys.meta_path.insert(0, _Rejecting())
+'''
+
+
+def test_import_does_not_import_mmdet_or_mmseg():
+    proc = _python('import sys\nimport mm_efficientconv\n'
+                   "print(sorted(m for m in ('mmdet', 'mmseg') if m in sys.modules))")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == '[]'
+
+
+def test_import_and_layers_work_where_mmdet_and_mmseg_reject_mmcv():
+    code = _REJECTING_CODEBASES + '''
+try:
+    import mmdet  # noqa: F401
+    raise SystemExit('the blocker did not reject mmdet')
+except AssertionError:
+    pass
+import torch
+from mmcv.cnn import build_conv_layer
+from mmengine.registry import HOOKS, MODELS
+import mm_efficientconv
+
+for name, extra, groups, kernel in (('BSConvU', {}, 1, 3), ('BSConvS', {}, 1, 3),
+                                    ('MixConv', dict(kernel_sizes=(3, 5)), 8, 3),
+                                    ('MixGroupedPointwise', {}, 1, 1), ('DOConv', {}, 1, 3)):
+    conv = build_conv_layer(dict(type=name, **extra), 8, 8, kernel, padding=kernel // 2,
+                            groups=groups)
+    assert conv(torch.randn(1, 8, 8, 8)).shape == (1, 8, 8, 8), name
+backbone = MODELS.build(dict(type='MixNet', arch='s', out_indices=(1, )))
+assert backbone(torch.randn(1, 3, 32, 32))[0].dim() == 4
+assert HOOKS.get('ConvDeployHook') is not None
+assert mm_efficientconv.switch_to_deploy(backbone) is backbone
+print('OK')
+'''
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == 'OK'
+
+
+@pytest.mark.parametrize('trigger', ['import mmdet.models',
+                                     'import mmpretrain.models.utils.res_layer_extra_norm'])
+def test_mmpretrain_mmdet_integration_still_registers(trigger):
+    """mmpretrain registers ResLayerExtraNorm in mmdet's registry when mmdet is there; the
+    plugin defers that until mmdet is imported, and it then happens as in a stock process."""
+    pytest.importorskip('mmdet')
+    code = f'''
+import sys
+import mm_efficientconv
+assert 'mmdet' not in sys.modules
+{trigger}
+from mmdet.registry import MODELS
+import mmdet.models  # noqa: F401
+print(MODELS.get('ResLayerExtraNorm').__module__)
+'''
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == 'mmpretrain.models.utils.res_layer_extra_norm'
+
+
+@pytest.mark.parametrize('order', ['plugin_first', 'mmdet_first'])
+def test_ssd_head_fix_is_applied_when_mmdet_loads(order):
+    """The SSDHead fix waits for mmdet's module (no eager mmdet import) and is applied either
+    way round; the patched import keeps mmdet's module introspectable."""
+    pytest.importorskip('mmdet')
+    first, second = ('import mm_efficientconv', 'import mmdet.models.dense_heads.ssd_head')
+    if order == 'mmdet_first':
+        first, second = second, first
+    code = f'''
+import inspect, sys
+{first}
+if {order!r} == 'plugin_first':
+    assert 'mmdet' not in sys.modules
+{second}
+from mmdet.models.dense_heads import ssd_head
+assert 'loss_cls' in vars(ssd_head.SSDHead) and ssd_head.SSDHead.loss_cls is None
+assert 'class SSDHead' in inspect.getsource(ssd_head)
+assert type(ssd_head.__loader__).__name__ == 'SourceFileLoader', ssd_head.__loader__
+print('OK')
+'''
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == 'OK'
+
+
+@pytest.mark.parametrize('cuda', [False, True])
+def test_cpu_distributed_patch_only_without_gpu(cuda):
+    """The CPU launcher/DDP patch is installed where no GPU is visible and stays off where
+    one is (simulated: torch.cuda.is_available patched before the import)."""
+    code = f'''
+import torch
+torch.cuda.is_available = lambda: {cuda}
+import mm_efficientconv
+from mmengine.dist import utils
+from mmengine.model import MMDistributedDataParallel
+print(getattr(utils._init_dist_pytorch, '_mm_efficientconv_cpu', False),
+      getattr(MMDistributedDataParallel.__init__, '_mm_efficientconv_cpu', False))
+'''
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == [str(not cuda)] * 2
+
+
+def test_compiled_op_built():
+    """Shows up as a skip (with the reason) in the test summary where the compiled op of
+    DO-Conv's kernel composition is missing: a failed build is never silent."""
+    try:
+        importlib.import_module('mm_efficientconv._ext')
+    except ImportError as exc:
+        pytest.skip(f'compiled op mm_efficientconv._ext is not available ({exc}); DO-Conv uses '
+                    'the PyTorch kernel composition')
+
+
+def test_missing_compiled_op_is_in_the_default_summary():
+    """pytest's default run (setup.cfg's addopts, no -r given) lists the skip reason."""
+    code = '''
+import importlib.abc, sys
+
+class _NoExt(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname == 'mm_efficientconv._ext':
+            raise ImportError('simulated failed build')
+        return None
+
+sys.meta_path.insert(0, _NoExt())
+import pytest
+sys.exit(pytest.main(['tests/test_compat.py::test_compiled_op_built']))
+'''
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = proc.stdout[proc.stdout.index('short test summary'):]
+    assert 'SKIPPED' in summary and 'mm_efficientconv._ext is not available' in summary
+    assert 'simulated failed build' in summary

@@ -1,14 +1,11 @@
 # Copyright (c) mm_efficientconv contributors. All rights reserved.
 """A hook that runs tests on the folded (deploy) model and writes a folded
-checkpoint at the end of training, plus the helpers the deploy tools share."""
-import copy
+checkpoint at the end of training."""
 import logging
-import os
 import os.path as osp
 from typing import Optional
 
 import torch
-import torch.nn as nn
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -16,51 +13,9 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 
-from mm_efficientconv.layers.deploy import count_deployable, fold_model
-
-_PLAIN_TYPES = (str, int, float, bool, type(None))
-
-
-def plain_meta(value):
-    """A copy of ``value`` made only of str/int/float/bool/None, lists, tuples
-    and str-keyed dicts (anything else becomes its ``str``), so that the
-    checkpoint loads with ``torch.load(weights_only=True)`` anywhere, without
-    this package."""
-    if isinstance(value, _PLAIN_TYPES):
-        return value
-    if isinstance(value, dict):
-        return {str(k): plain_meta(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(plain_meta(v) for v in value)
-    if hasattr(value, 'item') and getattr(value, 'ndim', None) == 0:  # numpy / torch scalar
-        return plain_meta(value.item())
-    return str(value)
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file in the target directory, then
-    ``os.replace`` it onto ``path`` (readers never see a partial file)."""
-    path = osp.abspath(path)
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    tmp = f'{path}.tmp.{os.getpid()}'
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
-def cpu_state_dict(model: nn.Module) -> dict:
-    """The model's state dict with every tensor detached and on the CPU."""
-    state = model.state_dict()
-    out = type(state)()
-    for key, value in state.items():
-        out[key] = value.detach().cpu() if isinstance(value, torch.Tensor) else value
-    metadata = getattr(state, '_metadata', None)
-    if metadata is not None:
-        out._metadata = metadata
-    return out
+# atomic_torch_save, cpu_state_dict and plain_meta: re-exported from their old home
+from mm_efficientconv.deploy import (atomic_torch_save, count_deployable, cpu_copy,  # noqa: F401
+                                     cpu_state_dict, fold_model, plain_meta, save_deploy_checkpoint)
 
 
 @HOOKS.register_module()
@@ -70,14 +25,14 @@ class ConvDeployHook(Hook):
 
     * ``before_test``: ``Runner.test()`` has loaded the checkpoint by then, so
       the hook converts the unwrapped model with
-      :func:`~mm_efficientconv.layers.deploy.switch_to_deploy` (DO-Conv and
+      :func:`~mm_efficientconv.deploy.switch_to_deploy` (DO-Conv and
       MixConv become plain ``nn.Conv2d``, BSConv folds its inner norms, ...).
       ``tools/test.py --deploy`` on a *training* checkpoint thus evaluates the
       model that will be deployed.
     * ``after_train`` (rank 0 only): loads the state dict of the last
       checkpoint (so EMA weights saved by ``EMAHook`` are the ones folded;
       falls back to the in-memory weights when there is no local checkpoint)
-      into a deep copy of the model, folds the copy, and writes
+      into a CPU copy of the model, folds the copy, and writes
       ``{'state_dict', 'meta'}`` to ``<last checkpoint stem>_deploy.pth`` in
       the last checkpoint's directory (``<work_dir>/<stem>_deploy.pth``
       by default) atomically. The training model and its parameters are not
@@ -154,7 +109,7 @@ class ConvDeployHook(Hook):
             return
         last_ckpt = runner.message_hub.get_info('last_ckpt')
         meta = {}
-        copied = copy.deepcopy(model)
+        copied = cpu_copy(model)
         source = 'in-memory model at the end of training'
         if last_ckpt and osp.isfile(last_ckpt):
             # the file was written by this very run: a full (non weights-only) load is safe
@@ -170,7 +125,7 @@ class ConvDeployHook(Hook):
                     source_checkpoint=source, epoch=meta.get('epoch', runner.epoch),
                     iter=meta.get('iter', runner.iter))
         path = self._deploy_path(runner, last_ckpt)
-        atomic_torch_save({'state_dict': cpu_state_dict(folded), 'meta': plain_meta(meta)}, path)
+        save_deploy_checkpoint(folded, meta, path)
         self.deploy_ckpt = path
         print_log(f'ConvDeployHook: folded {num} modules of {source} into {path}',
                   logger='current')

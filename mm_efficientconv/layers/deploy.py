@@ -1,78 +1,18 @@
 # Copyright (c) mm_efficientconv contributors. All rights reserved.
-"""The one deploy protocol of the package.
+"""Kept for compatibility: the deploy protocol lives in
+:mod:`mm_efficientconv.deploy` (``switch_to_deploy``, ``count_deployable``,
+``fold_model``).
 
-A module that can simplify itself for inference has ``switch_to_deploy()``.
-It converts the module in place and may return the module its parent should
-hold from now on (e.g. ``DOConv`` returns a plain ``nn.Conv2d`` holding the
-folded kernel). Modules from other libraries that follow the same convention
-(mmpretrain's RepVGG/MobileOne blocks, which return ``None``) are converted
-too. The deploy hook, the fold/export tools, the benchmark and the demo all go
-through :func:`switch_to_deploy`.
+The names resolve lazily, on first access, so that importing the layers
+imports nothing else from the package.
 """
-from typing import Tuple
+import importlib
 
-import torch.nn as nn
-
-
-def _convert(module: nn.Module) -> nn.Module:
-    for name, child in list(module.named_children()):
-        new_child = _convert(child)
-        if new_child is not child:
-            setattr(module, name, new_child)
-    convert = getattr(module, 'switch_to_deploy', None)
-    if callable(convert):
-        replacement = convert()
-        if isinstance(replacement, nn.Module):
-            return replacement
-    return module
+_NAMES = ('switch_to_deploy', 'count_deployable', 'fold_model')
+__all__ = list(_NAMES)
 
 
-def switch_to_deploy(model: nn.Module) -> nn.Module:
-    """Converts every module of ``model`` that has ``switch_to_deploy()`` to its
-    inference form, in place, children first.
-
-    Outputs are unchanged (up to float rounding). Idempotent: a converted model
-    is returned as it is. Works on any ``nn.Module`` (a backbone, an mmpretrain
-    classifier, an mmdet detector, an mmseg segmentor); the training mode of
-    every module is kept.
-
-    Args:
-        model (nn.Module): The model to convert.
-
-    Returns:
-        nn.Module: The converted model. It is ``model`` itself unless ``model``
-        is a single layer that is replaced (e.g. a bare ``DOConv``).
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f'model must be an nn.Module, got {type(model).__name__}')
-    return _convert(model)
-
-
-def count_deployable(model: nn.Module) -> int:
-    """Number of modules in ``model`` that :func:`switch_to_deploy` would
-    convert (modules with a ``switch_to_deploy`` method that are not yet in
-    deploy form)."""
-    return sum(1 for m in model.modules()
-               if callable(getattr(m, 'switch_to_deploy', None)) and not getattr(m, 'deploy', False))
-
-
-def fold_model(model: nn.Module, fuse_conv_bn: bool = False) -> Tuple[nn.Module, int]:
-    """Converts ``model`` to its deploy form in place with
-    :func:`switch_to_deploy`, then optionally
-    fuses every conv with the BN that follows it (``mmcv.cnn.fuse_conv_bn``).
-
-    Args:
-        model (nn.Module): The model to fold.
-        fuse_conv_bn (bool): Whether to fuse conv + BN afterwards (changes
-            the state-dict keys: the BN entries disappear). Defaults to False.
-
-    Returns:
-        tuple[nn.Module, int]: The converted model and the number of modules
-        :func:`switch_to_deploy` converted.
-    """
-    num = count_deployable(model)
-    model = switch_to_deploy(model)
-    if fuse_conv_bn:
-        from mmcv.cnn import fuse_conv_bn as _fuse
-        model = _fuse(model)
-    return model, num
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(importlib.import_module('mm_efficientconv.deploy.convert'), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -8,21 +8,14 @@ import torch.nn as nn
 from mmengine.registry import DATASETS, MODELS, init_default_scope
 
 import mm_efficientconv  # noqa: F401  (registers the layers and hooks)
-from mm_efficientconv.hooks.deploy import ConvDeployHook, plain_meta
-from mm_efficientconv.layers.deploy import count_deployable
+from mm_efficientconv.deploy import count_deployable
+from mm_efficientconv.hooks.deploy import ConvDeployHook
 
 NUM_CLASSES = 3
 SIZE = 16
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny models: more intra-op threads only add contention on a busy machine
-    (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny models on a busy machine
 
 
 def classifier(conv_cfg=dict(type='DOConv'), seed=0):
@@ -90,16 +83,6 @@ def test_before_test_disabled():
     model = classifier()
     ConvDeployHook(fold_on_test=False).before_test(SimpleNamespace(model=model))
     assert num_doconv(model) > 0
-
-
-def test_plain_meta_is_weights_only_loadable(tmp_path):
-    import numpy as np
-    meta = plain_meta(dict(a=np.float32(1.5), b=(1, 'x'), c=[np.int64(2)], d=object(),
-                           e={1: None}))
-    assert meta['a'] == 1.5 and meta['b'] == (1, 'x') and meta['c'] == [2]
-    assert isinstance(meta['d'], str) and meta['e'] == {'1': None}
-    torch.save(meta, tmp_path / 'm.pth')
-    assert torch.load(tmp_path / 'm.pth', weights_only=True) == meta
 
 
 @DATASETS.register_module(name='DeployHookTestDataset', force=True)

@@ -1,5 +1,5 @@
 # Copyright (c) mm_efficientconv contributors. All rights reserved.
-"""A 2-process distributed CPU run (gloo) started by tools/dist_train.sh itself,
+"""A 2-process distributed CPU run (gloo, no GPU visible) started by tools/dist_train.sh itself,
 with OrthoRegHook: both ranks must see the same loss_ortho at every iteration
 (the weights stay in sync) while their classification losses differ (each rank
 trains on its own shard). Then tools/dist_test.sh --deploy on its checkpoint."""
@@ -94,9 +94,10 @@ def free_port():
 
 def launch(script, tmp_path, *args):
     env = dict(os.environ)
+    # CPU processes on gloo, also on a GPU host (one GPU cannot hold two ranks' NCCL groups)
     env.update(PYTHON=sys.executable, PORT=str(free_port()), MASTER_ADDR='127.0.0.1',
                PYTHONPATH=os.pathsep.join([str(tmp_path), env.get('PYTHONPATH', '')]),
-               OMP_NUM_THREADS='1')
+               OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
     proc = subprocess.run(['bash', str(script), *map(str, args)], capture_output=True,
                           text=True, env=env, cwd=str(tmp_path), timeout=240)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]

@@ -3,10 +3,11 @@
 dataset and validates with its real metric; one 2-process (gloo) run per
 codebase through torchrun; unsupported dataset types exit with status 2.
 
-Each run is a subprocess (a fresh interpreter, like a user's command line).
+Each run is a subprocess (a fresh interpreter, like a user's command line); the
+config surgery of the library (mm_efficientconv.testing.dry_run_config) is
+checked in-process.
 """
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -16,6 +17,9 @@ import sys
 
 import pytest
 from mmengine.config import Config
+
+from mm_efficientconv.testing import dry_run as dry_run_lib
+from mm_efficientconv.testing import dry_run_config as surgery
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DRY_RUN = osp.join(ROOT, 'tools', 'misc', 'dry_run.py')
@@ -32,12 +36,14 @@ EXPECTED_KEYS = {
 TIMEOUT = 600
 
 
-def _env(threads=None):
+def _env(threads=None, cpu_only=False):
     env = dict(os.environ)
     env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
     env['PYTHONWARNINGS'] = 'ignore'
     if threads:
         env['OMP_NUM_THREADS'] = str(threads)
+    if cpu_only:  # multi-process runs stay on CPU/gloo, also on a single-GPU host
+        env['CUDA_VISIBLE_DEVICES'] = ''
     return env
 
 
@@ -131,7 +137,7 @@ def test_dist_dry_run(codebase, tmp_path):
         '--master_addr=127.0.0.1', '--nproc_per_node=2', f'--master_port={_free_port()}',
         DRY_RUN, cfg_path, '--work-dir', work_dir, '--iters', '2', '--launcher', 'pytorch'
     ]
-    proc, output = _run(cmd, env=_env(threads=1))
+    proc, output = _run(cmd, env=_env(threads=1, cpu_only=True))
     result = _check_result(cfg_path, work_dir, proc, output, world_size=2)
     assert Config.fromfile(cfg_path).default_scope == codebase
     assert result['world_size'] == 2
@@ -164,23 +170,15 @@ def test_unsupported_dataset_type_exits_2(tmp_path):
     assert not osp.exists(tmp_path / 'work' / 'dry_run_data')
 
 
-# ----------------------------------------------------------------------------- helpers
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('dry_run_tool', DRY_RUN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
+# ----------------------------------------------------------------------------- the library
 def test_shrink_keeps_transform_types_and_ratios():
-    tool = _load_tool()
     cfg = Config.fromfile(
         osp.join(ROOT, 'configs', 'doconv',
                  'deeplabv3_r50-d8-doconv_4xb2-80k_cityscapes-512x1024.py'))
     types_before = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
-    factor = tool.shrink_factor(cfg, 64)
+    factor = surgery.shrink_factor(cfg, 64)
     assert factor == pytest.approx(64 / 1024)
-    tool.shrink_sizes(cfg, factor)
+    surgery.shrink_sizes(cfg, factor)
     pipeline = cfg.train_dataloader.dataset.pipeline
     assert [t['type'] for t in pipeline] == types_before
     sizes = {t['type']: t for t in pipeline}
@@ -193,14 +191,61 @@ def test_shrink_keeps_transform_types_and_ratios():
 
 
 def test_detect_formats_through_wrappers():
-    tool = _load_tool()
     cfg = Config.fromfile(
         osp.join(ROOT, 'configs', 'doconv',
                  'deeplabv3_r50-d8-doconv_4xb4-20k_voc12aug-512x512.py'))
-    formats = tool.detect_formats(cfg)
+    formats = surgery.detect_formats(cfg)
     assert [f for f, _ in formats['train_dataloader']] == ['voc12aug', 'voc12aug']
     cfg = Config.fromfile(
         osp.join(ROOT, 'configs', 'mixnet', 'ssdlite_mixnet-s_8xb24-600e_coco.py'))
     assert cfg.train_dataloader.dataset.type == 'RepeatDataset'
-    assert [f for f, _ in tool.detect_formats(cfg)['train_dataloader']] == ['coco']
-    assert tool.task_of(tool.detect_formats(cfg)) == 'det'
+    assert [f for f, _ in surgery.detect_formats(cfg)['train_dataloader']] == ['coco']
+    assert surgery.task_of(surgery.detect_formats(cfg)) == 'det'
+
+
+SYNC_BN_AMP_CFG = """
+model = dict(type='ImageClassifier', backbone=dict(type='ResNet', depth=18,
+             norm_cfg=dict(type='SyncBN')))
+optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic',
+                     optimizer=dict(type='SGD', lr=0.1))
+env_cfg = dict(dist_cfg=dict(backend='nccl'))
+train_dataloader = dict(batch_size=32, num_workers=4, dataset=dict(type='CIFAR10'))
+"""
+
+
+@pytest.mark.parametrize('cuda', [False, True])
+@pytest.mark.parametrize('launcher', ['none', 'pytorch'])
+def test_runtime_follows_the_device(tmp_path, monkeypatch, cuda, launcher):
+    """Without a GPU: BN, plain OptimWrapper, gloo; with one (simulated) the config keeps its
+    AMP and backend, and SyncBN in distributed runs. DDP's device_ids are never set here
+    (mm_efficientconv.compat handles CPU modules)."""
+    cfg_file = tmp_path / 'cfg.py'
+    cfg_file.write_text(SYNC_BN_AMP_CFG)
+    cfg = Config.fromfile(str(cfg_file))
+    monkeypatch.setattr('torch.cuda.is_available', lambda: cuda)
+    surgery.adapt_runtime(cfg, str(tmp_path / 'work'), iters=3, launcher=launcher)
+    assert cfg.model.backbone.norm_cfg.type == ('SyncBN' if cuda and launcher != 'none' else 'BN')
+    assert cfg.optim_wrapper.type == ('AmpOptimWrapper' if cuda else 'OptimWrapper')
+    assert ('loss_scale' in cfg.optim_wrapper) == cuda
+    assert cfg.env_cfg.dist_cfg.backend == ('nccl' if cuda else 'gloo')
+    assert 'model_wrapper_cfg' not in cfg
+    assert cfg.train_cfg == dict(type='IterBasedTrainLoop', max_iters=3, val_interval=3)
+    assert cfg.train_dataloader.batch_size == 2 and cfg.train_dataloader.num_workers == 0
+    assert cfg.launcher == launcher and cfg.work_dir == str(tmp_path / 'work')
+
+
+@pytest.mark.parametrize('kwargs, match', [(dict(iters=0), 'iters'), (dict(max_size=8), 'max_size'),
+                                           (dict(launcher='slurm'), 'launcher')])
+def test_dry_run_rejects_bad_arguments(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        dry_run_lib.dry_run(osp.join(ROOT, 'configs', 'bsconv', 'resnet20_1xb128_cifar10.py'),
+                            str(tmp_path / 'work'), **kwargs)
+    assert not (tmp_path / 'work').exists()
+
+
+def test_dry_run_unsupported_dataset_raises_before_writing(tmp_path):
+    cfg_file = tmp_path / 'cub_cfg.py'
+    cfg_file.write_text(UNSUPPORTED_CFG)
+    with pytest.raises(dry_run_lib.UnsupportedDatasetError, match='CUB'):
+        dry_run_lib.dry_run(str(cfg_file), str(tmp_path / 'work'))
+    assert not (tmp_path / 'work').exists()

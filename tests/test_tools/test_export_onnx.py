@@ -38,14 +38,7 @@ MODELS_UNDER_TEST = {
 }
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny models: more intra-op threads only add contention on a busy machine
-    (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny models on a busy machine
 
 
 def make(tmp_path, name):

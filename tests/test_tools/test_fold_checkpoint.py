@@ -36,14 +36,7 @@ test_dataloader = dict(batch_size=2, num_workers=0,
 PLUGIN_IMPORTS = "custom_imports = dict(imports=['mm_efficientconv'], allow_failed_imports=False)"
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny models: more intra-op threads only add contention on a busy machine
-    (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny models on a busy machine
 
 
 def write_config(path, conv_cfg=None, depth=18):
@@ -178,14 +171,26 @@ def test_fuse_conv_bn_excludes_stock_check(files, capsys):
 
 
 def test_stock_check_detects_other_architecture(files):
-    tool = load_tool()
+    from mm_efficientconv.deploy import probe_forward, stock_check
     other = write_config(files['tmp'] / 'stock_r34_cfg.py', depth=34)
     model = build(files['stock'])
     ckpt = files['tmp'] / 'stock_like.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     x = torch.zeros(1, 3, 16, 16)
-    torch.save(dict(input=x, outputs=tool.probe_forward(model, x)), files['tmp'] / 'probe.pth')
-    result = tool.stock_check(other, str(ckpt), str(files['tmp'] / 'probe.pth'))
+    torch.save(dict(input=x, outputs=probe_forward(model, x)), files['tmp'] / 'probe.pth')
+    result = stock_check(other, str(ckpt), str(files['tmp'] / 'probe.pth'))
     assert result['missing'] and not result['unexpected'] and 'max_abs_diff' not in result
-    result = tool.stock_check(files['stock'], str(ckpt), str(files['tmp'] / 'probe.pth'))
+    result = stock_check(files['stock'], str(ckpt), str(files['tmp'] / 'probe.pth'))
     assert not result['missing'] and not result['unexpected'] and result['max_abs_diff'] == 0
+
+
+def test_failed_stock_check_writes_nothing(files, capsys):
+    """The stock check runs on a candidate file; OUT appears only when it passes."""
+    other = write_config(files['tmp'] / 'stock_r34_for_fail_cfg.py', depth=34)
+    out = files['tmp'] / 'never_written.pth'
+    assert run_inprocess(files['plugin'], files['ckpt'], out, '--check-stock-config', other) == 1
+    captured = capsys.readouterr()
+    assert 'keys differ from' in captured.err and 'nothing written' in captured.err
+    assert 'layers folded:' in captured.out and 'saved:' not in captured.out
+    assert not out.exists()
+    assert not [p for p in files['tmp'].iterdir() if p.name.startswith('.fold_') or '.tmp.' in p.name]

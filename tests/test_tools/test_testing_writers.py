@@ -6,6 +6,7 @@ import json
 import os
 import os.path as osp
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,7 +85,8 @@ def test_coco_json_layout(tmp_path):
             assert ann['area'] == w * h
         for img in coco['images']:
             path = osp.join(info['data_root'], f'{split}2017', img['file_name'])
-            assert Image.open(path).size == (64, 48)
+            with Image.open(path) as image:
+                assert image.size == (64, 48)
 
 
 def test_coco_read_by_mmdet_and_perfect_predictions_score_map_1(tmp_path):
@@ -199,11 +201,12 @@ def test_voc12aug_read_by_mmseg(tmp_path):
     assert png.getpalette()[:6] == [*voc_palette()[0], *voc_palette()[1]]
     aug = np.array(Image.open(osp.join(tmp_path, 'SegmentationClassAug', '2007_000000.png')))
     voc = np.array(png)
-    assert Image.open(osp.join(tmp_path, 'SegmentationClassAug', '2007_000000.png')).mode == 'L'
+    with Image.open(osp.join(tmp_path, 'SegmentationClassAug', '2007_000000.png')) as image:
+        assert image.mode == 'L'
     np.testing.assert_array_equal(aug[voc != 255], voc[voc != 255])
     # aug.txt: train + SBD ids, never val ids
     lists = {
-        name: open(osp.join(tmp_path, 'ImageSets', 'Segmentation', f'{name}.txt')).read().split()
+        name: Path(tmp_path, 'ImageSets', 'Segmentation', f'{name}.txt').read_text().split()
         for name in ('train', 'val', 'aug', 'trainval')
     }
     assert set(lists['train']) <= set(lists['aug'])

@@ -16,7 +16,8 @@ histogram: a folded DO-Conv or MixConv model holds only standard ``Conv``
 nodes (no ``Einsum``, no ``Split``/``Concat`` of kernel groups).
 
 OUT is written atomically (temporary file + ``os.replace``) and an existing
-OUT is only replaced with ``--force``.
+OUT is only replaced with ``--force``. The work is done by
+:func:`mm_efficientconv.deploy.export_onnx`; this is its command line.
 
 Example:
     python tools/deploy/export_onnx.py CONFIG ckpt.pth model.onnx --shape 224 224
@@ -25,8 +26,7 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from fold_checkpoint import build_model, probe_shape  # noqa: E402
+from mm_efficientconv.deploy import build_model, export_onnx, probe_shape
 
 
 def parse_args(argv=None):
@@ -64,10 +64,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import mm_efficientconv  # noqa: F401  (registries and compat fixes)
     from mmengine.runner import load_checkpoint
-
-    from mm_efficientconv.onnx_export import export_onnx
 
     model, cfg = build_model(args.config, args.cfg_options)
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True, logger='silent')
