@@ -4,7 +4,6 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.registry import DefaultScope
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mm_efficientconv.backbones.mixnet  # noqa: F401  (registers MixNet)
@@ -22,6 +21,9 @@ CHANNELS = {
 }
 STRIDES = [2, 2, 4, 8, 16, 16, 32, 32]
 
+# every test builds in mmpretrain's scope (tests/conftest.py), on one thread (tiny models)
+pytestmark = pytest.mark.usefixtures('one_thread', 'mmpretrain_scope')
+
 
 def build_classifier(arch, **backbone_kwargs):
     from mmpretrain.registry import MODELS as PRETRAIN_MODELS
@@ -30,8 +32,7 @@ def build_classifier(arch, **backbone_kwargs):
         backbone=dict(type='MixNet', arch=arch, **backbone_kwargs),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=1000, in_channels=1536))
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        return PRETRAIN_MODELS.build(cfg)
+    return PRETRAIN_MODELS.build(cfg)
 
 
 def num_params(model):
@@ -375,63 +376,7 @@ def test_convert_rejects_foreign_keys():
                              'fc.weight': torch.zeros(1)})
 
 
-# ------------------------------------------------------- downstream codebases
-def test_mmdet_retinanet_backbone():
-    from mmdet.registry import MODELS as DET_MODELS
-    cfg = dict(
-        type='RetinaNet',
-        data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True),
-        backbone=dict(type='MixNet', arch='s', out_indices=(2, 3, 5, 6), frozen_stages=1,
-                      norm_eval=True),
-        neck=dict(type='FPN', in_channels=[24, 40, 120, 200], out_channels=32, start_level=1,
-                  add_extra_convs='on_input', num_outs=5),
-        bbox_head=dict(
-            type='RetinaHead', num_classes=3, in_channels=32, stacked_convs=1, feat_channels=32,
-            anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
-                                  scales_per_octave=3, ratios=[0.5, 1.0, 2.0],
-                                  strides=[8, 16, 32, 64, 128]),
-            bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0, .0, .0, .0],
-                            target_stds=[1.0, 1.0, 1.0, 1.0]),
-            loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
-                          loss_weight=1.0),
-            loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
-        train_cfg=None,
-        test_cfg=dict(nms_pre=100, min_bbox_size=0, score_thr=0.05,
-                      nms=dict(type='nms', iou_threshold=0.5), max_per_img=10))
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        model = DET_MODELS.build(cfg)
-    model.init_weights()
-    assert isinstance(model.backbone, MixNet)
-    model.eval()
-    with torch.no_grad():
-        cls_scores, bbox_preds = model(torch.randn(1, 3, 64, 64), mode='tensor')
-    assert [s.shape[-1] for s in cls_scores] == [8, 4, 2, 1, 1]
-    assert cls_scores[0].shape[1] == 9 * 3 and bbox_preds[0].shape[1] == 9 * 4
-
-
-def test_mmseg_encoder_decoder_backbone():
-    from mmseg.registry import MODELS as SEG_MODELS
-    cfg = dict(
-        type='EncoderDecoder',
-        data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True, size=(64, 64)),
-        backbone=dict(type='MixNet', arch='s', out_indices=(2, 3, 5, 6)),
-        decode_head=dict(type='FCNHead', in_channels=200, in_index=3, channels=16, num_convs=1,
-                         concat_input=False, num_classes=4, norm_cfg=dict(type='BN'),
-                         align_corners=False,
-                         loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-        train_cfg=dict(),
-        test_cfg=dict(mode='whole'))
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        model = SEG_MODELS.build(cfg)
-    model.init_weights()
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.randn(1, 3, 64, 64), mode='tensor')
-    assert out.shape == (1, 4, 2, 2)
-
-
+# ------------------------------------------------------------------ FLOPs
 def test_flops_mixnet_s_224():
     """MACs of the classifier at 224x224 (mmengine's counter; the paper's
     'FLOPs' are MACs): within 3% of the paper's 256M."""

@@ -9,7 +9,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mm_efficientconv.layers.bsconv  # noqa: F401  (registers BSConvU)
@@ -19,6 +18,9 @@ from mm_efficientconv.layers.bsconv import BSConvU
 from mm_efficientconv.layers.mixconv import MixConv
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
+
+# every test builds in mmpretrain's scope (tests/conftest.py), on one thread (tiny models)
+pytestmark = pytest.mark.usefixtures('one_thread', 'mmpretrain_scope')
 
 # (in, out, stride) of the 13 blocks of the paper (Table 1 of MobileNetV1).
 PAPER_BLOCKS = [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1),
@@ -328,61 +330,6 @@ def test_init_weights_default():
     assert all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in norms)
 
 
-# --------------------------------------------------- downstream codebases
-def test_in_mmdet_retinanet():
-    pytest.importorskip('mmdet')
-    from mmdet.registry import MODELS as DET_MODELS
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    cfg = dict(
-        type='RetinaNet',
-        data_preprocessor=dict(
-            type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
-            std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32),
-        backbone=dict(type='MobileNetV1', widen_factor=0.25, out_indices=(2, 3, 4),
-                      block_type='bsconvu'),
-        neck=dict(type='FPN', in_channels=[64, 128, 256], out_channels=16, start_level=0,
-                  add_extra_convs='on_input', num_outs=5),
-        bbox_head=dict(
-            type='RetinaHead', num_classes=3, in_channels=16, stacked_convs=1, feat_channels=16,
-            anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
-                                  scales_per_octave=3, ratios=[0.5, 1.0, 2.0],
-                                  strides=[8, 16, 32, 64, 128]),
-            bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0, .0, .0, .0],
-                            target_stds=[1.0, 1.0, 1.0, 1.0]),
-            loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
-                          loss_weight=1.0),
-            loss_bbox=dict(type='L1Loss', loss_weight=1.0)))
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        detector = DET_MODELS.build(cfg)
-    assert isinstance(detector.backbone, MobileNetV1)
-    detector.init_weights()
-    cls_scores, bbox_preds = detector(torch.randn(1, 3, 64, 64), mode='tensor')
-    assert [tuple(s.shape) for s in cls_scores] == [(1, 27, 8, 8), (1, 27, 4, 4), (1, 27, 2, 2),
-                                                    (1, 27, 1, 1), (1, 27, 1, 1)]
-    assert [s.shape[1] for s in bbox_preds] == [36] * 5
-
-
-def test_in_mmseg_encoder_decoder():
-    pytest.importorskip('mmseg')
-    from mmseg.registry import MODELS as SEG_MODELS
-    from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    cfg = dict(
-        type='EncoderDecoder',
-        backbone=dict(type='MobileNetV1', widen_factor=0.25, out_indices=(2, 3),
-                      conv_cfg=dict(type='MixConv', kernel_sizes=(3, 5, 7))),
-        decode_head=dict(
-            type='FCNHead', in_channels=128, in_index=1, channels=16, num_convs=1,
-            concat_input=False, num_classes=3, norm_cfg=dict(type='BN'), align_corners=False,
-            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)))
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        segmentor = SEG_MODELS.build(cfg)
-    assert isinstance(segmentor.backbone, MobileNetV1)
-    logits = segmentor(torch.randn(2, 3, 64, 64), mode='tensor')
-    assert logits.shape == (2, 3, 4, 4)
-
-
 # ------------------------------------------------------------------ configs
 @pytest.mark.parametrize('name,block_type,params', [
     ('bsconv/mobilenet-v1_8xb32_in1k.py', 'dsc', 4_231_976),
@@ -390,8 +337,6 @@ def test_in_mmseg_encoder_decoder():
 ])
 def test_configs_build(name, block_type, params):
     from mmpretrain.registry import MODELS as PRE_MODELS
-    from mmpretrain.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(str(CONFIG_DIR / name))
     assert cfg.model.backbone.type == 'MobileNetV1'
     assert cfg.model.backbone.block_type == block_type
@@ -401,8 +346,7 @@ def test_configs_build(name, block_type, params):
     assert cfg.train_cfg.max_epochs == 100 and cfg.auto_scale_lr.base_batch_size == 256
     assert cfg.train_dataloader.batch_size == 32
     assert 'ColorJitter' in [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = PRE_MODELS.build(cfg.model)
+    model = PRE_MODELS.build(cfg.model)
     assert isinstance(model.backbone, MobileNetV1)
     assert _num_params(model) == params
     model.eval()

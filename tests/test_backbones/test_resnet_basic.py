@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
 
 import mm_efficientconv.layers.bsconv  # noqa: F401  (registers BSConvU/BSConvS)
@@ -22,6 +21,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
 LAYERS = {'BSConvU': BSConvU, 'BSConvS': BSConvS, 'DOConv': DOConv}
 # tiny widths for everything that runs a forward pass
 TINY = dict(stem_channels=8, base_channels=8)
+
+# every test builds in mmpretrain's scope (tests/conftest.py), on one thread (tiny models)
+pytestmark = pytest.mark.usefixtures('one_thread', 'mmpretrain_scope')
 
 
 def _convs(model):
@@ -47,8 +49,7 @@ def build_classifier(backbone: dict, num_classes: int = 1000, in_channels: int =
         backbone=backbone,
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=in_channels))
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        return MODELS.build(cfg)
+    return MODELS.build(cfg)
 
 
 # Classifiers with a 1000-class head. The reference implementation (bsconv 0.4.0) counts 6
@@ -153,8 +154,7 @@ def test_resnet50_doconv_config_deploys_to_stock_resnet50():
     assert cfg.model.backbone.conv_cfg == dict(type='DOConv')
     assert cfg.custom_imports == dict(imports=['mm_efficientconv'], allow_failed_imports=False)
     torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(cfg.model)
+    model = MODELS.build(cfg.model)
     doconvs = [m for m in model.modules() if isinstance(m, DOConv)]
     # 1 stem + 16 blocks x 3 convs + 4 downsamples; the 1x1s are plain
     assert len(doconvs) == 1 + 16 * 3 + 4
@@ -172,67 +172,3 @@ def test_resnet50_doconv_config_deploys_to_stock_resnet50():
     assert num_params(model) == 25_557_032  # exactly mmpretrain's ResNet-50 classifier
     stock = build_classifier(dict(type='ResNet', depth=50), in_channels=2048)
     assert model.state_dict().keys() == stock.state_dict().keys()
-
-
-# ---------------------------------------------------------------- downstream codebases
-def test_in_mmdet_retinanet():
-    pytest.importorskip('mmdet')
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    cfg = dict(
-        type='RetinaNet',
-        backbone=dict(
-            type='BasicBlockResNet', depth=10, out_indices=(1, 2, 3), frozen_stages=1,
-            norm_eval=True, conv_cfg=dict(type='BSConvU'), **TINY),
-        neck=dict(
-            type='FPN', in_channels=[16, 32, 64], out_channels=16, start_level=0,
-            add_extra_convs='on_input', num_outs=4),
-        bbox_head=dict(
-            type='RetinaHead', num_classes=3, in_channels=16, stacked_convs=1, feat_channels=16,
-            anchor_generator=dict(
-                type='AnchorGenerator', octave_base_scale=4, scales_per_octave=1,
-                ratios=[1.0], strides=[8, 16, 32, 64]),
-            bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
-                            target_stds=[1.0] * 4),
-            loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
-                          loss_weight=1.0),
-            loss_bbox=dict(type='L1Loss', loss_weight=1.0)))
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        detector = MODELS.build(cfg)
-        detector.init_weights()
-        assert type(detector.backbone) is BasicBlockResNet
-        assert isinstance(detector.backbone.layer1[0].conv1, BSConvU)
-        detector.eval()
-        with torch.no_grad():
-            cls_scores, bbox_preds = detector(torch.randn(1, 3, 64, 64), mode='tensor')
-    assert [tuple(s.shape) for s in cls_scores] == [(1, 3, 8, 8), (1, 3, 4, 4), (1, 3, 2, 2),
-                                                   (1, 3, 1, 1)]
-    assert [tuple(b.shape) for b in bbox_preds] == [(1, 4, 8, 8), (1, 4, 4, 4), (1, 4, 2, 2),
-                                                   (1, 4, 1, 1)]
-
-
-def test_in_mmseg_encoder_decoder():
-    pytest.importorskip('mmseg')
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    cfg = dict(
-        type='EncoderDecoder',
-        backbone=dict(
-            type='BasicBlockResNet', depth=10, strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4),
-            out_indices=(3, ), conv_cfg=dict(type='DOConv'), **TINY),
-        decode_head=dict(
-            type='FCNHead', in_channels=64, in_index=0, channels=16, num_convs=1,
-            num_classes=4, norm_cfg=dict(type='BN', requires_grad=True),
-            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
-        train_cfg=dict(),
-        test_cfg=dict(mode='whole'))
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        segmentor = MODELS.build(cfg)
-        segmentor.init_weights()
-        assert isinstance(segmentor.backbone.layer4[0].conv1, DOConv)
-        segmentor.eval()
-        with torch.no_grad():
-            logits = segmentor(torch.randn(1, 3, 64, 64), mode='tensor')
-    assert tuple(logits.shape) == (1, 4, 8, 8)

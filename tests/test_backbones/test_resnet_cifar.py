@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
 
 import mm_efficientconv.layers.bsconv  # noqa: F401  (registers BSConvU/BSConvS)
@@ -24,6 +23,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
 
 LAYERS = {'BSConvU': BSConvU, 'BSConvS': BSConvS, 'DOConv': DOConv}
 
+# every test builds in mmpretrain's scope (tests/conftest.py), on one thread (tiny models)
+pytestmark = pytest.mark.usefixtures('one_thread', 'mmpretrain_scope')
+
 
 def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -36,15 +38,13 @@ def build_classifier(backbone: dict, num_classes: int, in_channels: int) -> nn.M
         backbone=backbone,
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=in_channels))
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        return MODELS.build(cfg)
+    return MODELS.build(cfg)
 
 
 def build_from_config(name: str) -> nn.Module:
     from mmpretrain.registry import MODELS
     cfg = Config.fromfile(str(CONFIG_DIR / name))
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        return MODELS.build(cfg.model)
+    return MODELS.build(cfg.model)
 
 
 # ---------------------------------------------------------------- parameter counts

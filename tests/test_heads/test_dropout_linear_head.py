@@ -1,17 +1,13 @@
 """DropoutLinearClsHead: LinearClsHead's parameters plus dropout in training."""
 import pytest
 import torch
-from mmengine.registry import DefaultScope
 from mmpretrain.models.heads import LinearClsHead
 
 from mm_efficientconv.heads import DropoutLinearClsHead
 
 
-@pytest.fixture(autouse=True)
-def _mmpretrain_scope():
-    """Components resolve in mmpretrain's scope, as in an mmpretrain config."""
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        yield
+# components resolve in mmpretrain's scope, as in an mmpretrain config (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
 
 def test_same_parameters_and_keys_as_linear_head():

@@ -10,9 +10,18 @@ since their heads' cost
 depends on the number of proposals/post-processing; the parameter count is
 the whole model's.
 
+With ``--metafiles`` the measured numbers are written into the model-zoo
+metadata: ``Metadata`` (``Parameters``, ``Parameters (folded)``, ``FLOPs``,
+``FLOPs Input``) of each config's entry in its folder's ``metafile.yml`` (an
+entry is added where a config has none; entries of configs that no longer
+exist are reported and removed), and the table between the
+``<!-- model-complexity -->`` markers of the folder's ``README.md`` is
+rendered again from the metafile.
+
 Example:
     python tools/analysis/model_complexity.py configs --out work_dirs/complexity.md
     python tools/analysis/model_complexity.py configs/mixnet/mixnet-s_8xb32_in1k.py
+    python tools/analysis/model_complexity.py configs --metafiles   # regenerate the metadata
 """
 import argparse
 import glob
@@ -25,9 +34,9 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import yaml
 
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'deploy'))
-from fold_checkpoint import probe_shape  # noqa: E402  (the input size the deploy tools use)
+from mm_efficientconv.deploy import probe_shape  # the input size the deploy tools use
 
 # config stem -> (params, FLOPs (multiply-adds), source): the papers' numbers.
 PAPER = {
@@ -61,7 +70,10 @@ def _config_files(paths: List[str]) -> List[str]:
     return [f for f in files if '__pycache__' not in f and '_base_' not in f.split(os.sep)]
 
 
-def measure(config: str) -> Dict:
+def measure(config: str, flops: bool = True) -> Dict:
+    """Parameters (as built and after ``switch_to_deploy``) and, with
+    ``flops``, the FLOPs of ``config``'s model; ``flops=False`` skips the
+    traced forward (``flops`` is then None)."""
     from mmengine.analysis import FlopAnalyzer, parameter_count
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
@@ -88,11 +100,13 @@ def measure(config: str) -> Dict:
             return self.m(x, mode='tensor') if is_classifier else self.m.extract_feat(x)
 
     params = parameter_count(model)['']
-    # Traced with autograd on, as in training: MixConv then runs its per-group convs (under
-    # no_grad it would take the fused zero-padded kernel, which costs more multiply-adds).
-    flops = FlopAnalyzer(_Probe(model), (x, ))
-    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    total_flops = flops.total()
+    total_flops = None
+    if flops:
+        # Traced with autograd on, as in training: MixConv then runs its per-group convs (under
+        # no_grad it would take the fused zero-padded kernel, which costs more multiply-adds).
+        analyzer = FlopAnalyzer(_Probe(model), (x, ))
+        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        total_flops = analyzer.total()
     switch_to_deploy(model)
     folded = parameter_count(model)['']
     return dict(config=osp.relpath(config), model=type(model).__name__, input=f'{size[0]}x{size[1]}',
@@ -119,10 +133,127 @@ def to_markdown(rows: List[Dict]) -> str:
     return '\n'.join(lines)
 
 
+def _write_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file in the same folder
+    (never a half-written file)."""
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.NamedTemporaryFile('w', dir=folder, delete=False, encoding='utf-8') as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+# ---------------------------------------------------------------- model-zoo metadata
+README_BEGIN = '<!-- model-complexity: rendered from metafile.yml by model_complexity.py --metafiles -->'
+README_END = '<!-- /model-complexity -->'
+
+
+def metadata_numbers(row: Dict) -> Dict:
+    """The metafile ``Metadata`` entries of a :func:`measure` row (without
+    the FLOPs ones when it was measured without FLOPs)."""
+    numbers = {'Parameters': int(row['params']), 'Parameters (folded)': int(row['params_folded'])}
+    if row['flops'] is not None:
+        numbers.update({'FLOPs': int(row['flops']),
+                        'FLOPs Input': f"{row['input']}, {row['flops_scope']}"})
+    return numbers
+
+
+def config_entry(config: str) -> Tuple[str, str, str]:
+    """``(repository root, folder, Config value)`` of a config file; the value
+    is the path from the repository root, ``configs/<folder>/<file>``."""
+    parts = osp.abspath(config).split(os.sep)
+    if 'configs' not in parts[:-1]:
+        raise ValueError(f'{config}: a config must lie inside a `configs/` folder')
+    index = len(parts) - 1 - parts[-2::-1].index('configs') - 1
+    return os.sep.join(parts[:index]), os.sep.join(parts[:-1]), '/'.join(parts[index:])
+
+
+def _models_table(meta: Dict) -> str:
+    lines = ['| model | params | params (folded) | FLOPs | FLOPs measured on | paper params / FLOPs '
+             '(source) | results | config |', '|---|---|---|---|---|---|---|---|']
+    for model in meta.get('Models') or []:
+        data = model.get('Metadata') or {}
+        stem = osp.splitext(osp.basename(model['Config']))[0]
+        paper = PAPER.get(stem)
+        paper = f'{paper[0]} / {paper[1]} ({paper[2]})' if paper else '-'
+        results = '; '.join(f"{k} {v}" for result in model.get('Results') or []
+                            for k, v in (result.get('Metrics') or {}).items()) or 'not trained'
+        numbers = [f"{data[k]:,}" if k in data else '?' for k in ('Parameters', 'Parameters (folded)')]
+        flops = _human(data['FLOPs']) if 'FLOPs' in data else '?'
+        lines.append(f"| {model['Name']} | {numbers[0]} | {numbers[1]} | {flops} | "
+                     f"{data.get('FLOPs Input', '?')} | {paper} | {results} | "
+                     f"[{osp.basename(model['Config'])}]({osp.basename(model['Config'])}) |")
+    return '\n'.join(lines)
+
+
+def render_readme(readme: str, meta: Dict) -> str:
+    """``readme`` with the table between the markers rendered from ``meta``."""
+    begin, end = readme.find(README_BEGIN), readme.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f'the README has no {README_BEGIN!r} ... {README_END!r} block')
+    return (readme[:begin + len(README_BEGIN)] + '\n' + _models_table(meta) + '\n' +
+            readme[end:])
+
+
+def update_metafiles(rows: List[Dict]) -> List[str]:
+    """Writes the numbers of ``rows`` (from :func:`measure`) into the
+    ``metafile.yml`` of each config's folder and renders that folder's
+    ``README.md`` table; returns the files written.
+
+    A config without an entry gets one (name = file stem) in the folder's only
+    collection; entries whose config file is gone are removed. The
+    collections themselves (paper, code, architecture) are written by hand.
+    """
+    folders: Dict[str, Dict[str, Dict]] = {}
+    for row in rows:
+        root, folder, key = config_entry(row['config'])
+        folders.setdefault(folder, {})[key] = metadata_numbers(row)
+    written = []
+    for folder, numbers in sorted(folders.items()):
+        path = osp.join(folder, 'metafile.yml')
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{path} does not exist: write its Collections (Name, '
+                                    'Metadata.Architecture, Paper, README, Code) first')
+        with open(path, encoding='utf-8') as f:
+            meta = yaml.safe_load(f) or {}
+        collections = meta.get('Collections') or []
+        models = []
+        for model in meta.get('Models') or []:
+            if osp.isfile(osp.join(root, model['Config'])):
+                models.append(model)
+            else:
+                print(f"{path}: removed {model['Name']} ({model['Config']} does not exist)")
+        known = {model['Config']: model for model in models}
+        for key, values in sorted(numbers.items()):
+            if key not in known:
+                if len(collections) != 1:
+                    raise ValueError(f'{path}: add an entry for {key} by hand (the file has '
+                                     f'{len(collections)} collections, which one is it in?)')
+                known[key] = dict(Name=osp.splitext(osp.basename(key))[0],
+                                  **{'In Collection': collections[0]['Name']}, Config=key,
+                                  Metadata={}, Results=[])
+                models.append(known[key])
+                print(f'{path}: added {key}')
+            known[key]['Metadata'] = dict(known[key].get('Metadata') or {}, **values)
+        meta['Models'] = models
+        _write_atomic(path, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=100))
+        written.append(path)
+        readme = osp.join(folder, 'README.md')
+        if osp.isfile(readme):
+            with open(readme, encoding='utf-8') as f:
+                text = f.read()
+            _write_atomic(readme, render_readme(text, meta))
+            written.append(readme)
+    return written
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('paths', nargs='+', help='config files or folders of configs')
     parser.add_argument('--out', help='write the markdown table here (and a .json beside it)')
+    parser.add_argument('--metafiles', action='store_true',
+                        help="write the numbers into each config folder's metafile.yml and "
+                        'README.md table')
     args = parser.parse_args(argv)
     rows = []
     for config in _config_files(args.paths):
@@ -136,12 +267,11 @@ def main(argv=None) -> int:
     table = to_markdown(rows)
     print('\n' + table)
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        for path, text in ((args.out, table + '\n'),
-                           (osp.splitext(args.out)[0] + '.json', json.dumps(rows, indent=2))):
-            with tempfile.NamedTemporaryFile('w', dir=osp.dirname(osp.abspath(path)), delete=False) as f:
-                f.write(text)
-            os.replace(f.name, path)
+        _write_atomic(args.out, table + '\n')
+        _write_atomic(osp.splitext(args.out)[0] + '.json', json.dumps(rows, indent=2))
+    if args.metafiles:
+        for path in update_metafiles(rows):
+            print(f'wrote {path}')
     return 1 if len(rows) < len(_config_files(args.paths)) else 0
 
 

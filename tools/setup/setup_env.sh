@@ -107,21 +107,33 @@ fi
 say "installing mmengine, mmdet, mmsegmentation, mmpretrain and test/deploy/benchmark tools"
 pip_install -q -r "$ROOT/requirements.txt"
 
-say "installing mm_efficientconv (editable)"
-pip_install -q --no-deps --no-build-isolation -e "$ROOT"
+say "installing mm_efficientconv (editable; compiles the optional op mm_efficientconv._ext, ~1 min)"
+INSTALL_LOG="$VENV/mm_efficientconv-install.log"
+if ! pip_install -v --no-deps --no-build-isolation -e "$ROOT" > "$INSTALL_LOG" 2>&1; then
+  tail -n 40 "$INSTALL_LOG" >&2
+  die "installing mm_efficientconv failed (last 40 lines above; full log: $INSTALL_LOG)"
+fi
 
 "$PY" - <<'PY' || die "post-install check failed"
 import mmdet.models, mmseg.models, mmpretrain.models, mm_efficientconv  # noqa: F401
 from mmcv.ops import RoIAlign, nms  # noqa: F401
 import pkg_resources  # noqa: F401  (mmengine needs it for `mmdet::` config bases)
 import mmcv, mmdet, mmseg, mmpretrain, mmengine, torch
-from mm_efficientconv.layers.doconv_compose import fused_compose_available
-if not fused_compose_available():
-    print('[setup] warning: the compiled ops (mm_efficientconv._ext) are not available; DO-Conv '
-          'training on the CPU uses the slower PyTorch composition')
 print('[setup] ok: torch %s, mmcv %s, mmengine %s, mmdet %s, mmseg %s, mmpretrain %s' % (
     torch.__version__, mmcv.__version__, mmengine.__version__, mmdet.__version__, mmseg.__version__,
     mmpretrain.__version__))
 PY
+# The compiled op is optional (PyTorch fallback), but whether it was built must be visible.
+if EXT_FILE="$("$PY" -c 'import mm_efficientconv._ext as e; print(e.__file__)' 2>/dev/null)"; then
+  say "compiled op mm_efficientconv._ext: BUILT ($EXT_FILE)"
+else
+  if [ "${MMEFF_WITH_OPS:-1}" = 0 ]; then
+    say "compiled op mm_efficientconv._ext: NOT BUILT (MMEFF_WITH_OPS=0)"
+  else
+    say "compiled op mm_efficientconv._ext: NOT BUILT - the compiler's messages (full log: $INSTALL_LOG):"
+    grep -E 'mm_efficientconv\._ext|error:' "$INSTALL_LOG" | head -n 20 >&2 || true
+  fi
+  say "without it, DO-Conv training on the CPU uses the slower PyTorch composition (same results)"
+fi
 echo "$SCRIPT_HASH" > "$STAMP"
 say "done"
