@@ -296,7 +296,8 @@ def test_runner_logs_loss_ortho(tmp_path):
     cls = hub.get_scalar('train/loss_cls').current()
     assert hub.get_scalar('train/loss').current() == pytest.approx(cls + ortho.current(),
                                                                    rel=1e-5)
-    log = open(osp.join(runner.log_dir, f'{runner.timestamp}.log')).read()
+    with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
+        log = f.read()
     assert 'loss_ortho:' in log and 'loss_cls:' in log
     assert 'parse_losses' not in vars(model)  # restored by after_train
 

@@ -207,7 +207,6 @@ def test_doconv_training_step_same_with_and_without_fused(fused_on, groups):
     for fused in (True, False):
         set_fused_compose(fused)
         layer.zero_grad()
-        layer.invalidate_cache()
         out = layer(x)
         out.square().mean().backward()
         results.append((out.detach(), layer.W.grad.clone(), layer.D.grad.clone()))
