@@ -18,6 +18,10 @@ the transform does not apply (1x1 kernels, grouped/depthwise convs, kernel
 sizes filtered out by ``convert_kernel_sizes``) they are plain convolutions, so
 ``conv_cfg=dict(type='BSConvU')`` on a ResNet converts the regular 3x3 convs
 (as in the paper) and leaves the 1x1 convs regular.
+
+(A little over 500 lines: the two variants share a base class that holds the
+conversion filter, the mid norms and the dense-kernel projection; one file
+keeps the one concept together.)
 """
 import math
 from numbers import Real
