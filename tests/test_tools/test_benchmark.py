@@ -1,26 +1,28 @@
 # Copyright (c) mm_efficientconv contributors. All rights reserved.
-"""tools/analysis/benchmark.py: one ``--smoke`` run as a subprocess (every
-suite, tiny shapes) checked for the report's structure, plus in-process tests
-of the measuring helpers and of the reference DO-Conv it times against.
+"""mm_efficientconv.benchmark and its CLI tools/analysis/benchmark.py: one
+``--smoke`` run of the CLI as a subprocess (every suite, tiny shapes) checked
+for the report's structure, plus in-process tests of the library's measuring
+helpers, training steps and reference DO-Conv.
 
 Timings themselves are never asserted (they are machine- and load-dependent);
 only that they are positive and that ``met`` agrees with ``targets``.
 """
-import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
-REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / 'tools' / 'analysis' / 'benchmark.py'
+from mm_efficientconv import benchmark
+from mm_efficientconv.benchmark import harness, profiles, report, train_suites
+from mm_efficientconv.benchmark.layer_suites import ReferenceDOConv
+
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 KEYS = {
     'doconv_eval_over_conv': 1.02,
@@ -30,62 +32,62 @@ KEYS = {
     'mixconv_over_timm': 1.0,
     'mixnet_s_over_timm': 0.85,
     'bsconvu_over_reference': 1.02,
+    'resnet_doconv_train_over_plain': 1.03,
+    'resnet_doconv_train_mem_over_plain': 1.10,
+    'mixnet_s_train_over_timm': 0.90,
+    'mobilenet_v2_bsconvs_train_over_plain': 1.05,
 }
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('mmeff_benchmark_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+REPORTED = {'doconv_eval_unscoped_over_conv'}
+SUITES = {'doconv', 'mixconv', 'bsconvu', 'resnet', 'mixnet', 'mobilenet', 'resnet_train',
+          'mixnet_train', 'mobilenet_v2_train'}
 
 
 @pytest.fixture(scope='module')
-def tool():
-    return load_tool()
-
-
-@pytest.fixture(scope='module')
-def smoke(tmp_path_factory):
-    """One ``--smoke`` run of every suite, like a user would start it."""
+def smoke(tmp_path_factory, repo_root):
+    """One ``--smoke`` run of every suite through the CLI, like a user would
+    start it."""
     out = tmp_path_factory.mktemp('bench') / 'smoke.json'
     env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join([str(REPO), env.get('PYTHONPATH', '')])
+    env['PYTHONPATH'] = os.pathsep.join([str(repo_root), env.get('PYTHONPATH', '')])
     start = time.time()
     proc = subprocess.run(
-        [sys.executable, str(TOOL), '--smoke', '--threads', '1', '--out', str(out)],
-        capture_output=True, text=True, env=env, cwd=str(REPO), timeout=300)
+        [sys.executable, str(repo_root / 'tools' / 'analysis' / 'benchmark.py'), '--smoke',
+         '--threads', '1', '--out', str(out)],
+        capture_output=True, text=True, env=env, cwd=str(repo_root), timeout=300)
     elapsed = time.time() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads(out.read_text()), elapsed, proc.stderr
 
 
 def test_smoke_report_has_every_key(smoke):
-    _, report, _, _ = smoke
-    for key in KEYS:
-        value = report[key]
+    _, rep, _, _ = smoke
+    for key in list(KEYS) + list(REPORTED):
+        value = rep[key]
         assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, value)
-    assert report['targets'] == KEYS
-    assert set(report['met']) == set(KEYS)
+    assert rep['targets'] == KEYS
+    assert set(rep['reported']) == REPORTED
+    assert set(rep['met']) == set(KEYS)
     for key, target in KEYS.items():
-        assert report['met'][key] is (report[key] <= target), key
-    assert report['profile'] == 'smoke'
+        assert rep['met'][key] is (rep[key] <= target), key
+    assert rep['profile'] == 'smoke'
 
 
 def test_smoke_report_machine_and_cases(smoke):
-    _, report, _, stderr = smoke
-    machine = report['machine']
+    _, rep, _, stderr = smoke
+    machine = rep['machine']
     assert machine['threads'] == 1
     assert machine['device'] == 'cpu'
     assert machine['torch'] == torch.__version__
     assert machine['cpu']
-    families = {c['family'] for c in report['cases']}
-    assert families == {'doconv', 'mixconv', 'bsconvu', 'resnet50', 'mixnet_s', 'mobilenet_v1'}
-    modes = {(c['family'], c['mode']) for c in report['cases']}
+    families = {c['family'] for c in rep['cases']}
+    assert families == {'doconv', 'mixconv', 'bsconvu', 'resnet50', 'mixnet_s', 'mobilenet_v1',
+                        'resnet_train', 'mobilenet_v2'}
+    modes = {(c['family'], c['mode']) for c in rep['cases']}
     for family in ('doconv', 'mixconv', 'bsconvu'):
         assert {(family, m) for m in ('train', 'forward', 'eval')} <= modes
-    assert ('doconv', 'eval') in modes and ('resnet50', 'eval') in modes
-    for case in report['cases']:
+    assert {('resnet50', 'eval'), ('resnet_train', 'train_step'), ('mixnet_s', 'train_step'),
+            ('mobilenet_v2', 'train_step')} <= modes
+    for case in rep['cases']:
         assert case['repeats'] >= 3 and case['inner'] >= 1
         for name, res in case['results'].items():
             assert len(res['raw_ms']) == case['repeats'], (case['case'], name)
@@ -95,32 +97,55 @@ def test_smoke_report_machine_and_cases(smoke):
             assert cand in case['results'] and base in case['results']
             assert case['ratios'][pair] > 0
     # the measured candidates compute what their baselines compute
-    for case in report['cases']:
+    for case in rep['cases']:
         for name, diff in case.get('max_abs_diff', {}).items():
             assert diff < 1e-3, (case['case'], name, diff)
-    # peak memory is measured where the profile says so (train, eval, deploy)
-    train = [c for c in report['cases'] if c['mode'] == 'train']
+    # peak memory is measured where the profile says so (train, eval, deploy, train_step)
+    train = [c for c in rep['cases'] if c['mode'] in ('train', 'train_step')]
     assert all(r['peak_mem_mb'] > 0 for c in train for r in c['results'].values())
-    assert all('peak_mem_mb' not in r for c in report['cases'] if c['mode'] == 'forward'
+    assert all('peak_mem_mb' not in r for c in rep['cases'] if c['mode'] == 'forward'
                for r in c['results'].values())
-    assert report['memory_method']
-    assert report['settings']['malloc'].startswith(('keep-freed', 'default'))
-    models = {row['model'] for row in report['channels_last']}
+    assert rep['memory_method']
+    assert rep['settings']['malloc'].startswith(('keep-freed', 'default'))
+    models = {row['model'] for row in rep['channels_last']}
     assert {'ResNet-50 stock', 'ResNet-50 folded', 'MixNet-S ours', 'MixNet-S timm',
             'MobileNetV1 dsc', 'MobileNetV1 bsconvu'} <= models
-    assert all(row['cl_over_nchw'] > 0 for row in report['channels_last'])
-    assert {c['mode'] for c in report['mixconv_fused_vs_split']} == {'train', 'eval'}
-    assert set(report['suite_seconds']) == {'doconv', 'mixconv', 'bsconvu', 'resnet', 'mixnet',
-                                            'mobilenet'}
+    assert all(row['cl_over_nchw'] > 0 for row in rep['channels_last'])
+    assert {c['mode'] for c in rep['mixconv_fused_vs_split']} == {'train', 'eval'}
+    assert set(rep['suite_seconds']) == SUITES
     assert 'wrote' in stderr
 
 
+def test_smoke_training_steps(smoke):
+    """Whole-network steps: finite losses (loss_ortho where it belongs), the
+    memory decomposition, the best-format choice of the MixNet pair."""
+    _, rep, _, _ = smoke
+    steps = {c['family']: c for c in rep['cases'] if c['mode'] == 'train_step'}
+    for case in steps.values():
+        assert case['finite_losses']
+        for name, res in case['results'].items():
+            assert res['persistent_mb'] > 0 and res['peak_mem_mb'] > 0
+            assert res['train_mem_mb'] == pytest.approx(res['persistent_mb'] + res['peak_mem_mb'])
+            assert math.isfinite(case['losses'][name]['loss'])
+    assert 'loss_ortho' in steps['mobilenet_v2']['losses']['bsconvs']
+    assert 'loss_ortho' not in steps['mobilenet_v2']['losses']['plain']
+    resnet = steps['resnet_train']
+    res = resnet['results']
+    assert rep['resnet_doconv_train_mem_over_plain'] == pytest.approx(
+        res['doconv']['train_mem_mb'] / res['plain']['train_mem_mb'])
+    mixnet = steps['mixnet_s']
+    assert set(mixnet['results']) == {'ours@nchw', 'ours@cl', 'timm@nchw', 'timm@cl'}
+    cand, base = mixnet['pairs']['ours best/timm best']
+    assert cand.startswith('ours@') and base.startswith('timm@')
+
+
 def test_smoke_writes_markdown_and_png(smoke):
-    out, report, _, _ = smoke
+    out, rep, _, _ = smoke
     md = out.with_suffix('.md').read_text()
-    for key in KEYS:
+    for key in list(KEYS) + list(REPORTED):
         assert f'`{key}`' in md
     assert '## Channels-last / NCHW' in md and '## MixConv fused / split' in md
+    assert '## Training steps: memory and losses' in md
     png = out.with_suffix('.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 1000
     # atomic writes leave no temporary files behind
@@ -128,14 +153,14 @@ def test_smoke_writes_markdown_and_png(smoke):
 
 
 def test_smoke_is_fast(smoke):
-    _, report, elapsed, _ = smoke
+    _, rep, elapsed, _ = smoke
     # the budget of the smoke mode (interpreter start and imports included)
-    assert elapsed < 120, elapsed
-    assert report['elapsed_s'] < elapsed
+    assert elapsed < 150, elapsed
+    assert rep['elapsed_s'] < elapsed
 
 
 # ------------------------------------------------------------- in-process
-def test_reference_doconv_matches_ours(tool):
+def test_reference_doconv_matches_ours():
     """The re-implemented reference (per-forward einsum with a frozen identity
     Parameter) computes what DOConv computes from the same W and D'."""
     from mm_efficientconv.layers.doconv import DOConv
@@ -143,7 +168,7 @@ def test_reference_doconv_matches_ours(tool):
     ours = DOConv(6, 5, 3, stride=2, padding=1, bias=False)
     with torch.no_grad():
         ours.D.normal_(0, 0.1)
-    ref = tool.ReferenceDOConv(6, 5, 3, stride=2, padding=1)
+    ref = ReferenceDOConv(6, 5, 3, stride=2, padding=1)
     with torch.no_grad():
         ref.W.copy_(ours.W)
         ref.D.copy_(ours.D)
@@ -162,91 +187,200 @@ def test_reference_doconv_matches_ours(tool):
     torch.testing.assert_close(ours(x), y, rtol=1e-5, atol=1e-5)
 
 
-def test_interleaved_round_robin_and_paired_ratios(tool):
-    order = []
+def test_interleaved_round_robin_and_paired_ratios(monkeypatch):
+    """Order and statistics with a deterministic clock: each call of a fake
+    step "lasts" its scripted duration (no real timing, so no load effects)."""
+    # the first duration is the sizing round's
+    order, durations = [], {'base': iter([1, 2, 3, 2, 2, 2]), 'cand': iter([1, 4, 6, 5, 4, 9])}
 
     class Fake:
 
-        def __init__(self, name, seconds):
-            self.name, self.seconds = name, seconds
+        def __init__(self, name):
+            self.name = name
 
         def clear(self):
             pass
 
         def __call__(self):
             order.append(self.name)
-            end = time.perf_counter() + self.seconds
-            while time.perf_counter() < end:
-                pass
 
+    def fake_sample(fn, inner, device):
+        for _ in range(inner):
+            fn()
+        return next(durations[fn.name]) / 1000
+
+    monkeypatch.setattr(harness, 'sample', fake_sample)
     cfg = dict(warmup=2, min_sample_ms=0.0, case_budget_s=0.0, min_repeats=5, max_repeats=5)
-    steps = {'base': Fake('base', 0.002), 'cand': Fake('cand', 0.004)}
-    res = tool.interleaved(steps, {'cand/base': ('cand', 'base')}, cfg, torch.device('cpu'))
+    steps = {'base': Fake('base'), 'cand': Fake('cand')}
+    res = harness.interleaved(steps, {'cand/base': ('cand', 'base')}, cfg, torch.device('cpu'))
     # equal warm-up and one sizing round, then interleaved samples whose order
     # alternates every round (no candidate always first)
     assert order[:6] == ['base', 'cand'] * 3
     assert order[6:] == ['base', 'cand', 'cand', 'base', 'base', 'cand', 'cand', 'base', 'base',
                          'cand']
     assert res['repeats'] == 5 and res['inner'] == 1
-    assert len(res['results']['cand']['raw_ms']) == 5
-    assert 1.3 < res['ratios']['cand/base'] < 3.5
+    assert res['results']['cand']['raw_ms'] == pytest.approx([4, 6, 5, 4, 9])
+    assert res['results']['base']['raw_ms'] == pytest.approx([2, 3, 2, 2, 2])
+    # the reported ratio is the median of the per-round ratios (2, 2, 2.5, 2, 4.5)
+    assert res['ratios']['cand/base'] == pytest.approx(2.0)
+    assert res['ratios_of_medians']['cand/base'] == pytest.approx(5 / 2)
+    assert res['ratios_of_minima']['cand/base'] == pytest.approx(4 / 2)
+    assert res['results']['cand']['median_ms'] == pytest.approx(5.0)
     assert res['pairs'] == {'cand/base': ['cand', 'base']}
-    paired = sorted(a / b for a, b in zip(res['results']['cand']['raw_ms'],
-                                          res['results']['base']['raw_ms']))
-    assert res['ratios']['cand/base'] == pytest.approx(paired[2])
     # three candidates: the order rotates by one each round
+    monkeypatch.undo()
     order.clear()
-    steps['third'] = Fake('third', 0.001)
-    tool.interleaved(steps, {}, dict(cfg, warmup=0, min_repeats=3, max_repeats=3),
-                     torch.device('cpu'))
+    steps['third'] = Fake('third')
+    harness.interleaved(steps, {}, dict(cfg, warmup=0, min_repeats=3, max_repeats=3),
+                        torch.device('cpu'))
     assert order[3:] == ['base', 'cand', 'third', 'cand', 'third', 'base', 'third', 'base',
                          'cand']
 
 
-def test_peak_memory_counts_what_a_step_allocates(tool):
+def test_best_format_ratio_pairs_the_faster_formats():
+    res = dict(results={'a@nchw': dict(median_ms=3.0, min_ms=2.9, raw_ms=[3.0, 3.1, 2.9]),
+                        'a@cl': dict(median_ms=2.0, min_ms=1.9, raw_ms=[2.0, 1.9, 2.2]),
+                        'b@nchw': dict(median_ms=4.0, min_ms=3.9, raw_ms=[4.0, 4.4, 3.9]),
+                        'b@cl': dict(median_ms=5.0, min_ms=4.9, raw_ms=[5.0, 5.1, 4.9])},
+               ratios={}, ratios_of_medians={}, ratios_of_minima={}, pairs={})
+    best = harness.add_best_format_ratio(res, ('a', 'b'), 'a best/b best')
+    assert best == {'a': 'a@cl', 'b': 'b@nchw'}
+    assert res['pairs']['a best/b best'] == ['a@cl', 'b@nchw']
+    assert res['ratios']['a best/b best'] == pytest.approx(sorted([0.5, 1.9 / 4.4, 2.2 / 3.9])[1])
+
+
+def test_peak_memory_counts_what_a_step_allocates():
     x = torch.randn(64, 1024, requires_grad=True)  # 256 KiB
     lin = nn.Linear(1024, 1024, bias=False)
-    step = tool.make_step(lin, x, 'train')
-    peak = tool.peak_memory_mb(step, torch.device('cpu'))
+    step = harness.make_step(lin, x, 'train')
+    peak = harness.peak_memory_mb(step, torch.device('cpu'))
     # at least the output, its gradient and the weight gradient (4 MiB) are live
     assert peak is not None and 4.0 <= peak < 64.0
     assert lin.weight.grad is None  # cleared again
 
 
-def test_make_step_modes(tool):
+def test_peak_memory_sees_a_freed_temporary():
+    """A 16 MiB temporary freed before the call returns still sets the peak."""
+
+    def run():
+        tmp = torch.ones(4, 1024, 1024)  # 16 MiB, freed when run() returns
+        tmp.sum()
+
+    peak = harness.peak_memory_mb(harness.Step(run), torch.device('cpu'))
+    assert peak is not None and 16.0 <= peak < 20.0
+
+
+def test_make_step_modes():
     conv = nn.Conv2d(3, 4, 3, padding=1)
     x = torch.randn(1, 3, 8, 8)
-    train = tool.make_step(conv, x, 'train')
+    train = harness.make_step(conv, x, 'train')
     train()
     assert conv.training and conv.weight.grad is not None
     train.clear()
     assert conv.weight.grad is None
-    evaluation = tool.make_step(conv, x, 'eval')
+    evaluation = harness.make_step(conv, x, 'eval')
     evaluation()
     assert not conv.training and conv.weight.grad is None
+    with pytest.raises(ValueError, match="mode must be 'train'"):
+        harness.make_step(conv, x, 'inference')
 
 
-def test_profiles_and_subsets(tool):
-    assert tool.TARGETS == KEYS
-    quick = tool.PROFILES['quick']
+def test_train_step_updates_and_accounts_memory():
+    """One mmengine train_step of a DO-Conv ResNet-18 classifier: the
+    optimiser moves the weights, gradients are cleared, the persistent state
+    counts parameters, buffers and SGD momentum."""
+    device = torch.device('cpu')
+    model = train_suites.build_classifier(train_suites.resnet_cfgs(18)['doconv'], device)
+    batch = train_suites.make_batch(2, 32, device)
+    wrapper = train_suites.make_optim_wrapper(model)
+    step = train_suites.TrainStep(model, batch, wrapper)
+    stem = model.backbone.conv1
+    before = stem.W.detach().clone()
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    step()
+    assert not torch.equal(stem.W, before)
+    assert all(p.grad is None for p in model.parameters())
+    assert set(step.last_losses) == {'loss'} and math.isfinite(step.last_losses['loss'])
+    # momentum buffers exist for every parameter after the first step
+    assert step.persistent_mb() == pytest.approx((2 * params + buffers) / 2**20, rel=1e-6)
+    with pytest.raises(ValueError, match="amp must be None, 'float16' or 'bfloat16'"):
+        train_suites.make_optim_wrapper(model, 'fp16')
+
+
+def test_resnet_pair_computes_the_same_function():
+    """A plain ResNet-18 classifier's weights load into its DO-Conv twin
+    (W = weight, D' = 0), which then computes the same logits."""
+    device = torch.device('cpu')
+    cfgs = train_suites.resnet_cfgs(18)
+    assert cfgs['doconv']['backbone']['conv_cfg'] == dict(type='DOConv')
+    plain = train_suites.build_classifier(cfgs['plain'], device).eval()
+    doconv = train_suites.build_classifier(cfgs['doconv'], device).eval()
+    doconv.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(doconv(x, mode='tensor'), plain(x, mode='tensor'),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_headline_ratios_time_and_memory():
+    cases = [
+        dict(family='resnet_train', mode='train_step', case='a', ratios={'doconv/plain': 1.02},
+             ratios_of_minima={'doconv/plain': 1.01}, ratios_of_medians={'doconv/plain': 1.03},
+             memory_ratios={'doconv/plain': 1.05}),
+        dict(family='doconv', mode='eval', case='x', ratios={'doconv/conv': 2.0},
+             ratios_of_minima={'doconv/conv': 2.0}, ratios_of_medians={'doconv/conv': 2.0}),
+        dict(family='doconv', mode='eval', case='y', ratios={'doconv/conv': 0.5},
+             ratios_of_minima={'doconv/conv': 0.5}, ratios_of_medians={'doconv/conv': 0.5}),
+    ]
+    keys, details = report.headline_ratios(cases)
+    assert keys == {'resnet_doconv_train_over_plain': pytest.approx(1.02),
+                    'resnet_doconv_train_mem_over_plain': pytest.approx(1.05),
+                    'doconv_eval_over_conv': pytest.approx(1.0)}
+    assert details['resnet_doconv_train_mem_over_plain']['measure'] == 'peak training memory'
+    assert details['doconv_eval_over_conv']['per_case'] == {'x': 2.0, 'y': 0.5}
+
+
+def test_profiles_targets_and_subsets():
+    assert benchmark.TARGETS == KEYS
+    assert set(profiles.DESCRIPTIONS) == set(KEYS) | REPORTED
+    assert set(profiles.KEY_SOURCES) == set(profiles.DESCRIPTIONS)
+    assert profiles.targets_for('cuda') == {
+        'resnet_doconv_train_over_plain': 1.05, 'mixnet_s_train_over_timm': 1.0,
+        'mixnet_s_over_timm': 0.85, 'folded_over_plain': 1.02}
+    quick = profiles.profile_config('quick')
     assert 1 <= quick['layer_batch'] <= 8 and quick['min_repeats'] >= 5
-    assert len(tool._cases(tool.DOCONV_SHAPES, tool.PROFILES['smoke'])) == 1
-    assert len(tool._cases(tool.MIXCONV_SHAPES, tool.PROFILES['full'])) == len(tool.MIXCONV_SHAPES)
-    assert 0 < len(tool._cases(tool.MIXCONV_SHAPES, quick)) <= len(tool.MIXCONV_SHAPES)
-    assert tool.geomean([2.0, 0.5]) == pytest.approx(1.0)
+    cuda = profiles.profile_config('quick', 'cuda')
+    assert cuda['train_resnet'] == 50 and cuda['train_batch'] >= 64 and cuda['train_amp']
+    assert cuda['train_channels_last']
+    with pytest.raises(ValueError, match='profile must be one of'):
+        profiles.profile_config('fast')
+    assert len(profiles.cases_of(profiles.DOCONV_SHAPES, profiles.PROFILES['smoke'])) == 1
+    assert len(profiles.cases_of(profiles.MIXCONV_SHAPES, profiles.PROFILES['full'])) == len(
+        profiles.MIXCONV_SHAPES)
+    assert 0 < len(profiles.cases_of(profiles.MIXCONV_SHAPES, quick)) <= len(
+        profiles.MIXCONV_SHAPES)
+    assert harness.geomean([2.0, 0.5]) == pytest.approx(1.0)
 
 
-def test_atomic_write(tool, tmp_path):
+def test_atomic_write(tmp_path):
     path = tmp_path / 'sub' / 'x.md'
-    tool._atomic_write(str(path), b'one')
-    tool._atomic_write(str(path), b'two')
+    report.atomic_write(str(path), b'one')
+    report.atomic_write(str(path), b'two')
     assert path.read_bytes() == b'two'
     assert [p.name for p in path.parent.iterdir()] == ['x.md']
 
 
-def test_cuda_request_without_gpu(tool, tmp_path):
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match='only: unknown suites'):
+        benchmark.run_benchmark('smoke', only=['resnet', 'nope'])
+    with pytest.raises(ValueError, match='train_batch must be a positive int'):
+        benchmark.run_benchmark('smoke', only=['resnet_train'], train_batch=0)
+
+
+def test_cuda_request_without_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip('a GPU is present')
     with pytest.raises(SystemExit, match='no CUDA device'):
-        tool.main(['--smoke', '--device', 'cuda', '--out', str(tmp_path / 'x.json')])
-    assert not (tmp_path / 'x.json').exists()
+        benchmark.run_benchmark('smoke', device='cuda')
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,317 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+"""The GPU check of issue 14 (``tools/analysis/gpu_check.py`` is its command
+line). Sections, each reported pass/fail (a failing section does not stop
+the others):
+
+1. ``parity``: every layer (``BSConvU``, ``BSConvS``, ``MixConv``,
+   ``MixGroupedPointwise``, ``DOConv`` dense and depthwise) and its deploy
+   form on the device against a float64 CPU reference of the same weights, in
+   fp32 (TF32 off) and under fp16 / bf16 autocast: outputs, input gradients and
+   parameter gradients within :data:`TOLERANCES`; under autocast the output
+   dtype must be the one ``nn.Conv2d`` gives under the same autocast.
+2. ``train``: training steps of DO-Conv ResNet-50, MixNet-S and BSConv-S
+   MobileNetV2 (with ``loss_ortho``) through mmpretrain's ``train_step`` with
+   mmengine's ``AmpOptimWrapper`` in float16 and in bfloat16: finite losses
+   and parameters, ``loss_ortho`` in float32. (``AmpOptimWrapper`` refuses to
+   run without an accelerator; on the CPU the same steps run in an
+   ``OptimWrapper`` under ``torch.autocast('cpu')``.)
+3. ``benchmark``: :func:`~.runner.run_benchmark` on the device (on CUDA the
+   training steps are AMP channels-last ResNet-50 at batch 64), checked
+   against its targets (on CUDA ``profiles.CUDA_TARGETS``); the layer-level
+   DO-Conv ratios are reported.
+4. ``onnx``: the package's ONNX export (fold, export, onnxruntime parity) of a
+   DO-Conv classifier that lives on the device.
+
+Only the layers, mmpretrain and timm are needed (no mmdet / mmseg, no
+compiled mmcv ops).
+"""
+import copy
+import math
+import os.path as osp
+import time
+import traceback
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+#: Relative error bounds (``max |got - ref| / max |ref|``) per precision.
+TOLERANCES = {'fp32': 1e-4, 'fp16': 1e-2, 'bf16': 5e-2}
+#: Check profiles: parity input size, training batch / resolution / steps,
+#: benchmark profile, ONNX input size.
+PROFILES = {
+    'full': dict(parity_size=32, train_batch=32, train_resolution=224, train_steps=3,
+                 benchmark='quick', onnx_size=224),
+    'short': dict(parity_size=16, train_batch=2, train_resolution=64, train_steps=2,
+                  benchmark='smoke', onnx_size=64),
+}
+SECTIONS = ('parity', 'train', 'benchmark', 'onnx')
+
+
+# ------------------------------------------------------------------ parity
+def _layers(size: int):
+    """(name, factory, input shape) of every layer of the package; square
+    inputs of ``size``."""
+    from mm_efficientconv.layers import BSConvS, BSConvU, DOConv, MixConv, MixGroupedPointwise
+    return [
+        ('BSConvU', lambda: BSConvU(16, 24, 3, stride=2, padding=1, bias=True), (2, 16, size, size)),
+        ('BSConvS', lambda: BSConvS(32, 24, 3, padding=1, bias=False, p=0.25), (2, 32, size, size)),
+        ('MixConv', lambda: MixConv(24, 24, 7, padding=3, groups=24, bias=False,
+                                    kernel_sizes=(3, 5, 7)), (2, 24, size, size)),
+        ('MixGroupedPointwise', lambda: MixGroupedPointwise(24, 36, 1, bias=False, num_splits=2),
+         (2, 24, size, size)),
+        ('DOConv', lambda: DOConv(16, 24, 3, padding=1, bias=True), (2, 16, size, size)),
+        ('DOConv depthwise', lambda: DOConv(16, 32, 3, padding=1, groups=16, bias=False),
+         (2, 16, size, size)),
+    ]
+
+
+def _forward_backward(module, x, grad_out, device_type, dtype):
+    """Output, input gradient and parameter gradients (float64 CPU copies)."""
+    x = x.detach().clone().requires_grad_(True)
+    for p in module.parameters():
+        p.grad = None
+    if dtype is None:
+        out = module(x)
+    else:
+        with torch.autocast(device_type, dtype=dtype):
+            out = module(x)
+    (out.float() * grad_out.to(out.device, torch.float32)).sum().backward()
+    grads = {n: p.grad.detach().double().cpu() for n, p in module.named_parameters()
+             if p.grad is not None}
+    return out.detach().double().cpu(), out.dtype, x.grad.detach().double().cpu(), grads
+
+
+def _rel_err(got, ref) -> float:
+    return float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+
+
+def check_parity(device, size: int) -> dict:
+    """Every layer and its deploy form on ``device`` vs float64 on the CPU."""
+    from mm_efficientconv.layers import switch_to_deploy
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    precisions = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+    rows, ok = [], True
+    for name, factory, shape in _layers(size):
+        torch.manual_seed(0)
+        layer = factory()
+        with torch.no_grad():  # a trained-looking state: every parameter non-trivial
+            for p in layer.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        ref = copy.deepcopy(layer).double()
+        x = torch.randn(shape, dtype=torch.float64)
+        with torch.no_grad():
+            grad_out = torch.randn_like(ref(x))
+        ref_out, _, ref_dx, ref_grads = _forward_backward(ref, x, grad_out, 'cpu', None)
+        ref.eval()
+        with torch.no_grad():
+            ref_eval = ref(x)
+        for precision, dtype in precisions.items():
+            tol = TOLERANCES[precision]
+            mod = copy.deepcopy(layer).to(device)
+            plain = nn.Conv2d(shape[1], 8, 3).to(device)
+            xd = x.float().to(device)
+            out, out_dtype, dx, grads = _forward_backward(mod, xd, grad_out, device.type, dtype)
+            if dtype is None:
+                want_dtype = torch.float32
+            else:
+                with torch.no_grad(), torch.autocast(device.type, dtype=dtype):
+                    want_dtype = plain(xd).dtype
+            errors = dict(out=_rel_err(out, ref_out), dx=_rel_err(dx, ref_dx),
+                          **{f'grad {n}': _rel_err(g, ref_grads[n]) for n, g in grads.items()})
+            missing = sorted(set(ref_grads) - set(grads))
+            deployed = switch_to_deploy(copy.deepcopy(mod).eval())
+            with torch.no_grad():
+                if dtype is None:
+                    dep = deployed(xd)
+                else:
+                    with torch.autocast(device.type, dtype=dtype):
+                        dep = deployed(xd)
+            errors['deploy out'] = _rel_err(dep.double().cpu(), ref_eval)
+            passed = (max(errors.values()) <= tol and not missing and out_dtype == want_dtype
+                      and dep.dtype == want_dtype)
+            ok &= passed
+            rows.append(dict(layer=name, precision=precision, passed=passed, tol=tol,
+                             max_rel_err=max(errors.values()), errors=errors,
+                             dtype=str(out_dtype).replace('torch.', ''),
+                             conv2d_dtype=str(want_dtype).replace('torch.', ''),
+                             missing_grads=missing))
+    return dict(passed=ok, rows=rows)
+
+
+# ------------------------------------------------------------------ training
+def check_train(device, cfg: dict) -> dict:
+    """Training steps of the three networks in float16 and bfloat16 AMP."""
+    from . import train_suites as ts
+    models = {
+        'DO-Conv ResNet-50': ts.resnet_cfgs(50)['doconv'],
+        'MixNet-S': ts.mixnet_cfgs()['ours'],
+        'BSConv-S MobileNetV2': ts.mobilenet_v2_cfgs()['bsconvs'],
+    }
+    rows, ok = [], True
+    for name, model_cfg in models.items():
+        for amp in ('float16', 'bfloat16'):
+            torch.manual_seed(0)
+            model = ts.build_classifier(model_cfg, device)
+            if 'MobileNetV2' in name:
+                ts.install_ortho_reg(model, alpha=0.1)
+            batch = ts.make_batch(cfg['train_batch'], cfg['train_resolution'], device)
+            if device.type == 'cuda':
+                wrapper, context = ts.make_optim_wrapper(model, amp), None
+            else:  # mmengine's AmpOptimWrapper needs an accelerator
+                wrapper = ts.make_optim_wrapper(model, None)
+                context = torch.autocast('cpu', dtype=getattr(torch, amp))
+            step = ts.TrainStep(model, batch, wrapper)
+            start = time.time()
+            losses = []
+            for _ in range(cfg['train_steps']):
+                if context is None:
+                    step()
+                else:
+                    with context:
+                        step()
+                losses.append(step.last_losses['loss'])
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            dtypes = {k: str(v.dtype).replace('torch.', '') for k, v in step.last_log_vars.items()}
+            finite = all(math.isfinite(v) for v in losses)
+            ortho_ok = 'MobileNetV2' not in name or dtypes.get('loss_ortho') == 'float32'
+            params_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+            passed = finite and ortho_ok and params_finite
+            ok &= passed
+            rows.append(dict(model=name, amp=amp, passed=passed, losses=losses,
+                             last=step.last_losses, dtypes=dtypes, params_finite=params_finite,
+                             wrapper=type(wrapper).__name__, seconds=round(time.time() - start, 2)))
+            del model, step, wrapper
+            if device.type == 'cuda':
+                torch.cuda.empty_cache()
+    return dict(passed=ok, rows=rows)
+
+
+# ------------------------------------------------------------------ benchmark
+def check_benchmark(device, cfg: dict, out_base: str) -> dict:
+    """The benchmark on the device: every key measured, finite training
+    losses and, on CUDA, the GPU targets met."""
+    from .profiles import DESCRIPTIONS
+    from .report import write_report
+    from .runner import run_benchmark
+    report = run_benchmark(cfg['benchmark'], device=device.type)
+    write_report(report, out_base + '_benchmark.json')
+    keys = {k: report[k] for k in list(report['targets']) + list(report['reported'])}
+    met = dict(report['met'])
+    layer = [dict(case=c['case'], mode=c['mode'], ratios={k: round(v, 4) for k, v in
+                                                          c['ratios'].items()})
+             for c in report['cases'] if c['family'] == 'doconv']
+    finite = all(c.get('finite_losses', True) for c in report['cases'])
+    complete = set(keys) == set(DESCRIPTIONS)
+    # the targets hold for the GPU profile; a CPU verification run checks that every path runs
+    targets_met = all(met.values()) or device.type != 'cuda'
+    return dict(passed=targets_met and finite and complete, profile=cfg['benchmark'], keys=keys,
+                targets=report['targets'], met=met, doconv_layers=layer, finite_losses=finite,
+                report=out_base + '_benchmark.json', elapsed_s=round(report['elapsed_s'], 1))
+
+
+# ------------------------------------------------------------------ onnx
+def _export_onnx():
+    try:
+        from mm_efficientconv.deploy import export_onnx
+    except ImportError:
+        from mm_efficientconv.onnx_export import export_onnx
+    return export_onnx
+
+
+def check_onnx(device, cfg: dict, out_base: str) -> dict:
+    """Export of a DO-Conv classifier that lives on ``device``."""
+    from . import train_suites as ts
+    model = ts.build_classifier(ts.resnet_cfgs(18)['doconv'], device)
+    where = str(next(model.parameters()).device)
+    path = out_base + '_resnet18-doconv.onnx'
+    result = _export_onnx()(model, path, (1, 3, cfg['onnx_size'], cfg['onnx_size']), force=True)
+    result = {k: (list(v) if isinstance(v, tuple) else v) for k, v in result.items()}
+    return dict(passed=True, model_device=where, **result)
+
+
+# ------------------------------------------------------------------ run
+def summary_markdown(report: dict) -> str:
+    """A short markdown summary of a :func:`run_gpu_check` report."""
+    m = report['machine']
+    lines = [f"# GPU check ({report['profile']}, {m['device']})", '',
+             f"{m.get('gpu', m.get('cpu', ''))}; torch {m['torch']}; "
+             f"{report['elapsed_s']:.0f} s; **{'PASSED' if report['passed'] else 'FAILED'}**", '',
+             '| section | passed | seconds | note |', '|---|---|---|---|']
+    for name, sec in report['sections'].items():
+        note = sec.get('error', '').splitlines()[-1] if 'error' in sec else ''
+        if name == 'benchmark' and 'keys' in sec:
+            note = ', '.join(f'{k} {v:.3f}' for k, v in sec['keys'].items())
+        if name == 'parity' and 'rows' in sec:
+            worst = max(sec['rows'], key=lambda r: r['max_rel_err'] / r['tol'])
+            note = (f"{len(sec['rows'])} layer x precision checks; closest to its bound: "
+                    f"{worst['layer']} {worst['precision']} {worst['max_rel_err']:.1e} "
+                    f"(<= {worst['tol']:g})")
+        if name == 'train' and 'rows' in sec:
+            note = '; '.join(f"{r['model']} {r['amp']} loss {r['losses'][-1]:.3f}"
+                             for r in sec['rows'])
+        if name == 'onnx' and 'max_abs_diff' in sec:
+            note = f"model on {sec['model_device']}, onnxruntime diff {sec['max_abs_diff']:.1e}"
+        lines.append(f"| {name} | {'yes' if sec['passed'] else '**no**'} | "
+                     f"{sec['seconds']} | {note} |")
+    return '\n'.join(lines) + '\n'
+
+
+def run_gpu_check(device: str = 'cuda', profile: str = None, sections: Sequence[str] = SECTIONS,
+                  out: str = 'work_dirs/gpu_check/gpu_check.json') -> dict:
+    """Runs the check's ``sections`` and writes ``out`` (JSON) and a markdown
+    summary beside it, atomically (the benchmark section also writes
+    ``OUT_benchmark.{json,md,png}``, the ONNX section
+    ``OUT_resnet18-doconv.onnx``).
+
+    Args:
+        device (str): ``'cuda'`` or ``'cpu'``. Defaults to 'cuda'.
+        profile (str, optional): A key of :data:`PROFILES`; None: ``'full'``
+            on CUDA, ``'short'`` on the CPU. Defaults to None.
+        sections (Sequence[str]): A subset of :data:`SECTIONS`. Defaults to
+            all.
+        out (str): Path of the JSON report.
+
+    Returns:
+        dict: The report; ``passed`` is True when every section passed.
+    """
+    import json
+
+    from .report import atomic_write, machine_info
+    if device not in ('cuda', 'cpu'):
+        raise ValueError(f"device must be 'cuda' or 'cpu', got {device!r}")
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown or not sections:
+        raise ValueError(f'sections must be a non-empty subset of {SECTIONS}, got {list(sections)}')
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('--device cuda: no CUDA device is available')
+    dev = torch.device(device)
+    profile = profile or ('full' if dev.type == 'cuda' else 'short')
+    if profile not in PROFILES:
+        raise ValueError(f'profile must be one of {sorted(PROFILES)}, got {profile!r}')
+    cfg = PROFILES[profile]
+    out_base = osp.splitext(osp.abspath(out))[0]
+    import mm_efficientconv  # noqa: F401  (registration)
+    start = time.time()
+    runners = dict(parity=lambda: check_parity(dev, cfg['parity_size']),
+                   train=lambda: check_train(dev, cfg),
+                   benchmark=lambda: check_benchmark(dev, cfg, out_base),
+                   onnx=lambda: check_onnx(dev, cfg, out_base))
+    results = {}
+    for name in sections:
+        t0 = time.time()
+        try:
+            results[name] = runners[name]()
+        except Exception:  # a failing section is reported, the others still run
+            results[name] = dict(passed=False, error=traceback.format_exc())
+        results[name]['seconds'] = round(time.time() - t0, 1)
+        print(f"[gpu_check] {name}: {'passed' if results[name]['passed'] else 'FAILED'} "
+              f"({results[name]['seconds']} s)", flush=True)
+    report = dict(profile=profile, machine=machine_info(dev), sections=results,
+                  passed=all(s['passed'] for s in results.values()),
+                  elapsed_s=time.time() - start)
+    atomic_write(out_base + '.md', summary_markdown(report).encode())
+    atomic_write(out_base + '.json', json.dumps(report, indent=1, default=str).encode())
+    return report

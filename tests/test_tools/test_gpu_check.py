@@ -1,0 +1,108 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+"""The GPU check's CPU path (``mm_efficientconv.benchmark.gpu_check``, CLI
+``tools/analysis/gpu_check.py``): the parity, AMP-training and ONNX sections
+run green on the CPU with the short profile (the benchmark section is the
+benchmark's smoke run, tested in test_benchmark.py), and a broken layer is
+caught by the parity check."""
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from mm_efficientconv.benchmark import gpu_check
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+@pytest.fixture(scope='module')
+def cpu_report(tmp_path_factory):
+    pytest.importorskip('onnxruntime')
+    out = tmp_path_factory.mktemp('gpu_check') / 'cpu.json'
+    return out, gpu_check.run_gpu_check('cpu', 'short', ('parity', 'train', 'onnx'), str(out))
+
+
+def test_cpu_path_passes(cpu_report):
+    out, report = cpu_report
+    failed = {k: s.get('error', s) for k, s in report['sections'].items() if not s['passed']}
+    assert report['passed'], failed
+    assert json.loads(out.read_text())['passed'] is True
+    md = out.with_suffix('.md').read_text()
+    assert '**PASSED**' in md and '| parity | yes |' in md
+
+
+def test_parity_covers_every_layer_and_precision(cpu_report):
+    _, report = cpu_report
+    rows = report['sections']['parity']['rows']
+    layers = {r['layer'] for r in rows}
+    assert {'BSConvU', 'BSConvS', 'MixConv', 'MixGroupedPointwise', 'DOConv'} <= layers
+    assert {(r['layer'], r['precision']) for r in rows} == {
+        (layer, p) for layer in layers for p in ('fp32', 'fp16', 'bf16')}
+    for row in rows:
+        # gradients of every parameter and of the input, and the deploy form, were compared
+        assert {'out', 'dx', 'deploy out'} <= set(row['errors'])
+        assert any(k.startswith('grad ') for k in row['errors'])
+        assert row['dtype'] == row['conv2d_dtype']
+
+
+def test_training_steps_in_both_amp_dtypes(cpu_report):
+    _, report = cpu_report
+    rows = report['sections']['train']['rows']
+    assert {(r['model'], r['amp']) for r in rows} == {
+        (m, a) for m in ('DO-Conv ResNet-50', 'MixNet-S', 'BSConv-S MobileNetV2')
+        for a in ('float16', 'bfloat16')}
+    for row in rows:
+        assert row['passed'] and len(row['losses']) == 2
+    ortho = [r for r in rows if r['model'] == 'BSConv-S MobileNetV2']
+    assert all(r['dtypes']['loss_ortho'] == 'float32' for r in ortho)
+
+
+def test_onnx_export_of_the_model_on_the_device(cpu_report):
+    out, report = cpu_report
+    onnx = report['sections']['onnx']
+    assert onnx['model_device'] == 'cpu'
+    assert onnx['max_abs_diff'] <= 1e-4 * onnx['output_scale']
+    assert onnx['path'].endswith('_resnet18-doconv.onnx')
+
+
+def test_parity_catches_a_wrong_layer(monkeypatch):
+    """A layer whose device result is off by 1% fails the fp32 bound."""
+    from mm_efficientconv.layers import DOConv
+
+    class Skewed(DOConv):
+
+        def forward(self, x):
+            out = super().forward(x)
+            return out * 1.01 if x.dtype != torch.float64 else out
+
+    monkeypatch.setattr(gpu_check, '_layers', lambda size: [
+        ('skewed', lambda: Skewed(4, 4, 3, padding=1), (1, 4, size, size))])
+    result = gpu_check.check_parity(torch.device('cpu'), 8)
+    fp32 = next(r for r in result['rows'] if r['precision'] == 'fp32')
+    assert not fp32['passed'] and not result['passed']
+    assert fp32['errors']['out'] > gpu_check.TOLERANCES['fp32']
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match='sections must be a non-empty subset'):
+        gpu_check.run_gpu_check('cpu', 'short', ('parity', 'speed'), str(tmp_path / 'x.json'))
+    with pytest.raises(ValueError, match="device must be 'cuda' or 'cpu'"):
+        gpu_check.run_gpu_check('tpu', 'short', ('parity', ), str(tmp_path / 'x.json'))
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match='no CUDA device'):
+            gpu_check.run_gpu_check('cuda', None, ('parity', ), str(tmp_path / 'x.json'))
+    assert not list(tmp_path.iterdir())
+
+
+def test_pack_deps_copies_pure_python(tmp_path, repo_root):
+    spec = importlib.util.spec_from_file_location(
+        'mmeff_gpu_check_cli', repo_root / 'tools' / 'analysis' / 'gpu_check.py')
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    target = tmp_path / 'deps'
+    result = cli.pack_deps(str(target), names=('addict', 'no_such_package_here'))
+    assert set(result['copied']) == {'addict'} and result['missing'] == ['no_such_package_here']
+    assert (target / 'addict' / '__init__.py').exists()
+    assert not list(target.rglob('*.so'))
+    with pytest.raises(SystemExit, match='exists'):
+        cli.pack_deps(str(target), names=('addict', ))
