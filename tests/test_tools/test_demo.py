@@ -1,5 +1,6 @@
-"""The demo (`make demo`) end to end on a shortened schedule: train, evaluate, fold,
-re-evaluate, export ONNX, write summary.json."""
+"""The classification part of the demo (`make demo`) end to end on a shortened
+schedule: train, evaluate, fold, re-evaluate, export ONNX, write summary.json
+(the dense part: test_demo_dense.py)."""
 import json
 import subprocess
 import sys
@@ -10,13 +11,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_demo_short_run(tmp_path):
     out = subprocess.run(
-        [sys.executable, 'tools/demo/run_demo.py', '--work-dir', str(tmp_path), '--epochs', '1',
+        [sys.executable, 'tools/demo/run_demo.py', '--work-dir', str(tmp_path), '--tasks', 'cls',
+         '--epochs', '1',
          '--min-top1', '0', '--models', 'bsconvs_resnet8', 'mixconv357_mobilenetv1_w0.25'],
         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = json.loads((tmp_path / 'summary.json').read_text())
     assert [r['model'] for r in rows] == ['bsconvs_resnet8', 'mixconv357_mobilenetv1_w0.25']
     for row in rows:
+        assert row['task'] == 'cls'
         assert set(row) >= {'model', 'top1', 'top1_folded', 'onnx_max_abs_diff', 'params',
                             'train_seconds'}
         assert row['top1'] == row['top1_folded']

@@ -1,9 +1,9 @@
 # Copyright (c) mm_efficientconv contributors. All rights reserved.
-"""The main job: every conv family trained on real data, folded, exported.
+"""The main job: every conv family trained on real data, folded, evaluated.
 
-On scikit-learn's handwritten digits (1,797 real images that ship with the
-package, upsampled to 32x32), through the MMEngine Runner and mmpretrain's
-ImageClassifier, this trains
+Classification (``--tasks cls``): on scikit-learn's handwritten digits
+(1,797 real images that ship with the package, upsampled to 32x32), through
+the MMEngine Runner and mmpretrain's ImageClassifier, this trains
 
 * a plain baseline and its BSConv-S (with the orthonormal regulariser) and
   DO-Conv twins (CIFAR ResNet, all 3x3 convs replaced through ``conv_cfg``),
@@ -12,10 +12,23 @@ ImageClassifier, this trains
 evaluates top-1 on a stratified held-out split, folds each model to deploy
 form (``mm_efficientconv.switch_to_deploy``) and evaluates again (must be
 identical), exports the folded model to ONNX and compares onnxruntime with
-PyTorch, then prints a table and writes ``<work-dir>/summary.json``.
+PyTorch.
+
+Detection and segmentation (``--tasks det seg``, see ``dense.py``): scenes
+composed from the same real digits (split per digit image: no held-out scene
+holds a digit image seen in training), written as COCO and VOC-style data;
+Faster R-CNN R18 (DO-Conv and plain), SSDLite MixNet-S and DeepLabV3 R18
+(DO-Conv and plain) of ``configs/demo`` are trained with ``tools/train.py``,
+folded with ``tools/deploy/fold_checkpoint.py`` and the folded checkpoints
+evaluated in the stock configs without the plugin.
+
+It prints one table and writes ``<work-dir>/summary.json``; it exits
+non-zero when a folded model evaluates differently or a model misses its
+floor.
 
 Example:
     python tools/demo/run_demo.py --work-dir work_dirs/demo
+    python tools/demo/run_demo.py --tasks det seg --seed 1
 """
 import argparse
 import copy
@@ -36,6 +49,11 @@ from mmengine.runner import Runner
 import mm_efficientconv
 from mm_efficientconv import switch_to_deploy
 from mm_efficientconv.onnx_export import export_onnx
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import dense  # noqa: E402  (tools/demo/dense.py)
+
+TASKS = ('cls', 'det', 'seg')
 
 NUM_CLASSES = 10
 
@@ -142,7 +160,7 @@ def run_one(name: str, args) -> dict:
     onnx_path = osp.join(args.work_dir, name, f'{name}.onnx')
     report = export_onnx(model, onnx_path, input_shape=probe.shape, fold=False, force=True,
                          probe=probe)
-    return dict(model=name, top1=round(top1, 2), top1_folded=round(top1_folded, 2),
+    return dict(model=name, task='cls', top1=round(top1, 2), top1_folded=round(top1_folded, 2),
                 onnx_max_abs_diff=float(report['max_abs_diff']), params=int(params),
                 params_folded=int(folded_params), train_seconds=round(train_seconds, 1),
                 final_loss_ortho=loss_ortho)
@@ -153,13 +171,26 @@ def _as_config(cfg: dict):
     return Config(cfg)
 
 
+def _table_row(r: dict) -> dict:
+    if r['task'] == 'cls':
+        return dict(model=r['model'], task='cls', metric='top1 %', value=r['top1'],
+                    folded=r['top1_folded'], folded_stock=None,
+                    other=f"onnx diff {_fmt(r['onnx_max_abs_diff'])}", params=r['params'],
+                    train_s=r['train_seconds'])
+    other = f"mAP {_fmt(r['bbox_mAP'])}" if r.get('bbox_mAP') is not None else ''
+    return dict(model=r['model'], task=r['task'], metric=r['metric'], value=r['value'],
+                folded=r.get('value_folded'), folded_stock=r.get('value_folded_stock'),
+                other=other, params=r.get('params'), train_s=r['train_seconds'])
+
+
 def print_table(rows):
-    header = ['model', 'top1', 'top1_folded', 'onnx_max_abs_diff', 'params', 'params_folded',
-              'train_seconds', 'final_loss_ortho']
-    widths = [max(len(h), *(len(_fmt(r[h])) for r in rows)) for h in header]
+    """One table for every task (``folded_stock``: evaluated without the plugin)."""
+    table = [_table_row(r) for r in rows]
+    header = list(table[0])
+    widths = [max(len(h), *(len(_fmt(r[h])) for r in table)) for h in header]
     line = ' | '.join(h.ljust(w) for h, w in zip(header, widths))
     print('\n' + line + '\n' + '-+-'.join('-' * w for w in widths))
-    for r in rows:
+    for r in table:
         print(' | '.join(_fmt(r[h]).ljust(w) for h, w in zip(header, widths)))
 
 
@@ -174,18 +205,66 @@ def _fmt(value):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS,
+                        help='parts to run: classification, detection, segmentation '
+                        '(default: all)')
     parser.add_argument('--epochs', type=int, default=None,
-                        help='epochs for every model (default: 12 for the ResNets, 6 for the '
-                        'MobileNets)')
-    parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--seed', type=int, default=0)
+                        help='classification: epochs for every model (default: 12 for the '
+                        'ResNets, 6 for the MobileNets)')
+    parser.add_argument('--batch-size', type=int, default=32,
+                        help='classification batch size (default: 32)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of every training run (the digit scenes do not change)')
     parser.add_argument('--min-top1', type=float, default=90.0,
-                        help='exit non-zero if a model ends below this top-1 (default: 90)')
+                        help='exit non-zero if a classifier ends below this top-1 (default: 90)')
     parser.add_argument('--threads', type=int, default=None,
-                        help='torch threads (default: torch\'s own choice)')
+                        help='torch threads, also of the dense subprocesses (default: torch\'s '
+                        'own choice)')
     parser.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS),
-                        help='subset of models to run (default: all)')
-    return parser.parse_args(argv)
+                        help='subset of classification models to run (default: all)')
+    parser.add_argument('--dense-models', nargs='+', default=None, choices=list(dense.MODELS),
+                        help='subset of detection/segmentation models (default: all of the '
+                        'selected tasks)')
+    parser.add_argument('--dense-iters', type=int, default=None,
+                        help='smoke test: train each dense model for this many iterations '
+                        'instead of its schedule')
+    parser.add_argument('--num-scenes', type=int, nargs=2, default=None, metavar=('TRAIN', 'VAL'),
+                        help='number of training and held-out digit scenes (default: the '
+                        'writer\'s, 1000 and 200)')
+    parser.add_argument('--no-dense-floors', action='store_true',
+                        help='do not fail when a dense model misses its floor (smoke tests)')
+    args = parser.parse_args(argv)
+    if args.dense_models is None:
+        args.dense_models = [n for n, m in dense.MODELS.items() if m['task'] in args.tasks]
+    elif any(dense.MODELS[n]['task'] not in args.tasks for n in args.dense_models):
+        parser.error('--dense-models lists a model of a task not in --tasks')
+    if args.dense_iters is not None and args.dense_iters < 1:
+        parser.error(f'--dense-iters must be >= 1, got {args.dense_iters}')
+    return args
+
+
+def run_dense(args) -> list:
+    """Writes the digit scenes, then trains, folds and evaluates the dense models."""
+    from mm_efficientconv.datasets.digit_scenes import write_digit_scenes
+    kwargs = dict(zip(('num_train', 'num_val'), args.num_scenes)) if args.num_scenes else {}
+    start = time.perf_counter()
+    info = write_digit_scenes(osp.join(args.work_dir, 'digit_scenes'), seed=dense.SCENES_SEED,
+                              overwrite=True, **kwargs)
+    print(f"\ndigit scenes {'written' if info['written'] else 'reused'}: {info['data_root']} "
+          f'({time.perf_counter() - start:.1f} s)', flush=True)
+    env = dict(os.environ)
+    if args.threads:
+        env['OMP_NUM_THREADS'] = str(args.threads)
+    rows = []
+    for name in args.dense_models:
+        row = dense.run_model(name, osp.abspath(args.work_dir), info['data_root'], args.seed,
+                              env, args.dense_iters)
+        rows.append(row)
+        folded = row['value_folded_stock'] if row['value_folded_stock'] is not None \
+            else row['value_folded']
+        print(f"[{name}] {row['metric']} {_fmt(row['value'])}  folded {_fmt(folded)}  "
+              f"({row['train_seconds']:.0f} s training)", flush=True)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -198,10 +277,13 @@ def main(argv=None) -> int:
     np.random.seed(args.seed)
     rows = []
     total = time.perf_counter()
-    for name in args.models:
-        rows.append(run_one(name, args))
-        print(f'[{name}] top1 {rows[-1]["top1"]:.2f}  folded {rows[-1]["top1_folded"]:.2f}  '
-              f'onnx diff {rows[-1]["onnx_max_abs_diff"]:.2e}', flush=True)
+    if 'cls' in args.tasks:
+        for name in args.models:
+            rows.append(run_one(name, args))
+            print(f'[{name}] top1 {rows[-1]["top1"]:.2f}  folded {rows[-1]["top1_folded"]:.2f}  '
+                  f'onnx diff {rows[-1]["onnx_max_abs_diff"]:.2e}', flush=True)
+    dense_rows = run_dense(args) if args.dense_models else []
+    rows += dense_rows
     print_table(rows)
     out = osp.join(args.work_dir, 'summary.json')
     with tempfile.NamedTemporaryFile('w', dir=args.work_dir, delete=False, suffix='.tmp') as f:
@@ -209,13 +291,17 @@ def main(argv=None) -> int:
     os.replace(f.name, out)
     print(f'\nwrote {out} ({time.perf_counter() - total:.0f} s in all)')
     status = 0
-    differs = [r['model'] for r in rows if r['top1'] != r['top1_folded']]
+    cls_rows = [r for r in rows if r['task'] == 'cls']
+    differs = [r['model'] for r in cls_rows if r['top1'] != r['top1_folded']]
     if differs:
         print(f'folded accuracy differs for {differs}', file=sys.stderr)
         status = 1
-    low = [r['model'] for r in rows if r['top1'] < args.min_top1]
+    low = [r['model'] for r in cls_rows if r['top1'] < args.min_top1]
     if low:
         print(f'top-1 below {args.min_top1:g} for {low}', file=sys.stderr)
+        status = 1
+    for problem in dense.check_rows(dense_rows, floors=not args.no_dense_floors):
+        print(problem, file=sys.stderr)
         status = 1
     return status
 

@@ -1,0 +1,84 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+# The demo's DO-Conv DeepLabV3: ../doconv/deeplabv3_r50-d8-doconv_4xb4-20k_voc12aug-512x512.py
+# (DO-Conv in the ResNetV1c backbone, the ASPP head and the FCN auxiliary head, through conv_cfg)
+# trained from scratch on the CPU on the digit scenes (real scikit-learn handwritten digits
+# composited on 128x128 canvases, VOC-style palette PNG labels: 0 background, 1 + d the ink of
+# digit d, 255 ignored soft ink edges; written by mm_efficientconv.datasets.write_digit_scenes,
+# e.g. `python tools/demo/write_digit_scenes.py`). Every change to the base config is commented;
+# the plain twin is deeplabv3_r18-d8_digit-scenes.py (this config without the plugin).
+_base_ = '../doconv/deeplabv3_r50-d8-doconv_4xb4-20k_voc12aug-512x512.py'
+
+data_root = 'work_dirs/demo/digit_scenes/'  # where `make demo` writes the scenes
+# 11 classes (VOC's 21 do not apply) with the first 11 colours of the VOC palette
+metainfo = dict(
+    classes=('background', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'),
+    palette=[[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128],
+             [0, 128, 128], [128, 128, 128], [64, 0, 0], [192, 0, 0], [64, 128, 0]])
+canvas = (128, 128)  # the scenes' size: images are used as they are (the base crops 512x512)
+norm_cfg = dict(type='BN', requires_grad=True)  # one CPU process: BN instead of SyncBN
+
+model = dict(
+    pretrained=None,  # from scratch: no open-mmlab://resnet50_v1c weights (nothing downloads)
+    data_preprocessor=dict(size=canvas),
+    # ResNetV1c-18 at a quarter of the width (stages 16..128 channels): CPU budget
+    backbone=dict(depth=18, base_channels=16, stem_channels=16, norm_cfg=norm_cfg),
+    decode_head=dict(
+        in_channels=128,  # the backbone's last stage; head widths a half of mmseg's r18-d8
+        channels=64,
+        dilations=(1, 3, 6, 9),  # 16x16 feature maps: the base's 12/24/36 would see only padding
+        num_classes=11,
+        norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=64, channels=32, num_classes=11, norm_cfg=norm_cfg))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    # no RandomResize/RandomCrop (the digits already vary in size and position) and no
+    # RandomFlip (a mirrored digit is not a digit)
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),  # base: Resize to 2048x512 first
+    dict(type='PackSegInputs'),
+]
+dataset = dict(
+    type='BaseSegDataset',  # VOC layout with our class list (PascalVOCDataset fixes VOC's 21)
+    data_root=data_root,
+    metainfo=metainfo,
+    data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
+    img_suffix='.jpg',
+    seg_map_suffix='.png')
+train_dataloader = dict(
+    batch_size=8,  # base: 4 per GPU x 4 GPUs
+    num_workers=0,  # CPU: loading in the training process is cheapest
+    persistent_workers=False,
+    dataset=dict(
+        dataset,
+        _delete_=True,  # replaces the base's ConcatDataset of VOC train + SBD aug
+        ann_file='ImageSets/Segmentation/train.txt',
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8,  # base: 1; the scenes all have the same size
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        dataset,
+        _delete_=True,
+        ann_file='ImageSets/Segmentation/val.txt',  # the held-out scenes
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+# schedule: a few hundred iterations instead of 20k (CPU budget); SGD and PolyLR as the base
+max_iters = 250
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),  # from scratch
+    dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=50, end=max_iters, by_epoch=False),
+]
+optim_wrapper = dict(optimizer=dict(lr=0.05))  # base 0.01 (fine-tuning): from scratch, higher
+default_hooks = dict(
+    logger=dict(interval=10),
+    checkpoint=dict(interval=max_iters))  # only the final checkpoint
+env_cfg = dict(dist_cfg=dict(backend='gloo'))  # CPU

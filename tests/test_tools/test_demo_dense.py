@@ -1,0 +1,140 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+"""The dense part of the demo end to end on a smoke-test schedule: digit
+scenes, training with tools/train.py, folding with fold_checkpoint.py, and the
+folded checkpoints evaluated in the stock configs without the plugin (equal
+metrics); plus the demo configs themselves."""
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+
+from mm_efficientconv.datasets.digit_scenes import DIGIT_CLASSES, SEG_CLASSES
+
+
+def _dense_module(repo_root):
+    spec = importlib.util.spec_from_file_location('demo_dense',
+                                                  repo_root / 'tools' / 'demo' / 'dense.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _config(repo_root, name):
+    return Config.fromfile(str(repo_root / 'configs' / 'demo' / name),
+                           import_custom_modules=False)
+
+
+def _without(obj, keys):
+    if isinstance(obj, dict):
+        return {k: _without(v, keys) for k, v in obj.items() if k not in keys}
+    if isinstance(obj, (list, tuple)):
+        return [_without(v, keys) for v in obj]
+    return obj
+
+
+@pytest.mark.parametrize('doconv, plain', [
+    ('faster-rcnn_r18-doconv_fpn_digit-scenes.py', 'faster-rcnn_r18_fpn_digit-scenes.py'),
+    ('deeplabv3_r18-d8-doconv_digit-scenes.py', 'deeplabv3_r18-d8_digit-scenes.py'),
+])
+def test_plain_twin_is_the_doconv_config_without_the_plugin(repo_root, doconv, plain):
+    ours, twin = _config(repo_root, doconv).to_dict(), _config(repo_root, plain).to_dict()
+    assert ours['custom_imports']['imports'] == ['mm_efficientconv']
+    assert twin['custom_imports'] is None
+    assert 'DOConv' in json.dumps(ours['model']) and 'DOConv' not in json.dumps(twin['model'])
+    assert _without(ours, {'custom_imports', 'conv_cfg'}) == _without(
+        twin, {'custom_imports', 'conv_cfg'})
+
+
+def test_plain_twins_load_without_the_plugin(repo_root):
+    """A fresh interpreter loads the plain twins and builds their models without
+    ever importing mm_efficientconv."""
+    script = (
+        'import sys\n'
+        'from mmengine.config import Config\n'
+        'from mmengine.registry import MODELS, init_default_scope\n'
+        'for name in ["faster-rcnn_r18_fpn_digit-scenes.py", "deeplabv3_r18-d8_digit-scenes.py"]:\n'
+        '    cfg = Config.fromfile("configs/demo/" + name)\n'
+        '    init_default_scope(cfg.default_scope)\n'
+        '    MODELS.build(cfg.model)\n'
+        'print(any(m.startswith("mm_efficientconv") for m in sys.modules))\n')
+    out = subprocess.run([sys.executable, '-c', script], cwd=repo_root, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == 'False'
+
+
+def test_demo_configs_match_the_scenes(repo_root):
+    det = _config(repo_root, 'faster-rcnn_r18-doconv_fpn_digit-scenes.py')
+    assert det.model.backbone.depth == 18 and det.model.backbone.conv_cfg == dict(type='DOConv')
+    assert det.model.roi_head.bbox_head.num_classes == 10
+    assert tuple(det.train_dataloader.dataset.metainfo.classes) == DIGIT_CLASSES
+    ssd = _config(repo_root, 'ssdlite_mixnet-s_digit-scenes.py')
+    assert ssd.model.backbone.type == 'MixNet' and ssd.model.bbox_head.num_classes == 10
+    seg = _config(repo_root, 'deeplabv3_r18-d8-doconv_digit-scenes.py')
+    assert tuple(seg.train_dataloader.dataset.metainfo.classes) == SEG_CLASSES
+    assert seg.model.decode_head.num_classes == seg.model.auxiliary_head.num_classes == 11
+    for cfg in (det, ssd, seg):  # no flips: a mirrored digit is not a digit
+        types = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
+        assert 'RandomFlip' not in types
+
+
+def test_check_rows(repo_root):
+    dense = _dense_module(repo_root)
+    good = dict(model='faster-rcnn_r18-doconv', metric='bbox_mAP_50', value=0.9,
+                value_folded_stock=0.9, value_folded=None, imported_mm_efficientconv=False)
+    assert dense.check_rows([good]) == []
+    assert 'below its floor' in dense.check_rows([dict(good, value=0.7,
+                                                       value_folded_stock=0.7)])[0]
+    assert dense.check_rows([dict(good, value=0.7, value_folded_stock=0.7)], floors=False) == []
+    assert '!= value' in dense.check_rows([dict(good, value_folded_stock=0.899)])[0]
+    assert 'imported' in dense.check_rows([dict(good, imported_mm_efficientconv=True)])[0]
+    mixnet = dict(model='ssdlite_mixnet-s', metric='bbox_mAP_50', value=0.65,
+                  value_folded_stock=None, value_folded=0.64)
+    assert '!= value' in dense.check_rows([mixnet])[0]
+
+
+def test_stock_evaluation_refuses_a_plugin_config(repo_root, tmp_path):
+    ckpt = tmp_path / 'x.pth'
+    ckpt.write_bytes(b'')
+    out = subprocess.run(
+        [sys.executable, 'tools/demo/evaluate_checkpoint.py',
+         'configs/demo/faster-rcnn_r18-doconv_fpn_digit-scenes.py', str(ckpt)],
+        cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert 'imported mm_efficientconv' in out.stderr
+
+
+@pytest.mark.slow
+def test_dense_demo_smoke_run(repo_root, tmp_path):
+    """Two iterations per model; the folded checkpoints' metrics must equal the
+    trained models' (DO-Conv: in the plain twin without the plugin; MixNet: in
+    deploy form)."""
+    models = ['faster-rcnn_r18-doconv', 'ssdlite_mixnet-s', 'deeplabv3_r18-doconv']
+    out = subprocess.run(
+        [sys.executable, 'tools/demo/run_demo.py', '--work-dir', str(tmp_path), '--tasks', 'det',
+         'seg', '--dense-models'] + models + ['--dense-iters', '2', '--num-scenes', '16', '8',
+                                              '--no-dense-floors', '--threads', '1'],
+        cwd=repo_root, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    rows = json.loads((tmp_path / 'summary.json').read_text())
+    assert [r['model'] for r in rows] == models
+    det, ssd, seg = rows
+    for row in rows:
+        assert 0.0 <= row['value'] <= 1.0 and row['train_seconds'] > 0
+        assert row['metric'] == {'det': 'bbox_mAP_50', 'seg': 'mIoU'}[row['task']]
+    for row in (det, seg):
+        assert row['value_folded_stock'] == row['value'] and row['value_folded'] is None
+        assert row['imported_mm_efficientconv'] is False
+        assert row['folded_layers'] > 0 and row['params_folded'] < row['params']
+        assert (tmp_path / row['model'] / f"{row['model']}_deploy.pth").is_file()
+    assert det['task'] == ssd['task'] == 'det' and seg['task'] == 'seg'
+    assert 0.0 <= det['bbox_mAP'] <= det['value']
+    assert det['bbox_mAP_folded_stock'] == det['bbox_mAP']
+    assert ssd['value_folded'] == ssd['value'] and ssd['value_folded_stock'] is None
+    assert ssd['mixconv_folded'] > 0
+    assert 'Epoch(train) [1][2/2]' in (tmp_path / det['model'] / 'train_output.log').read_text()
+    assert 'Iter(train) [2/2]' in (tmp_path / seg['model'] / 'train_output.log').read_text()
+    assert 'digit scenes written' in out.stdout

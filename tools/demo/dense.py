@@ -1,0 +1,246 @@
+# Copyright (c) mm_efficientconv contributors. All rights reserved.
+"""The dense part of the demo: detection and segmentation on digit scenes.
+
+For each model: train its config in ``configs/demo`` with ``tools/train.py``
+(a subprocess, as a user would; progress bar from its log), read the final
+held-out metric, fold the checkpoint with ``tools/deploy/fold_checkpoint.py``
+and evaluate the folded checkpoint with ``tools/demo/evaluate_checkpoint.py``:
+DO-Conv models in their plain twin config in a process that never imports
+mm_efficientconv (``value_folded_stock``), SSDLite MixNet-S in its own config
+in deploy form (``value_folded``). Plain models have nothing to fold.
+
+Used by ``tools/demo/run_demo.py --tasks det seg``.
+"""
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TRAIN = osp.join(REPO, 'tools', 'train.py')
+FOLD = osp.join(REPO, 'tools', 'deploy', 'fold_checkpoint.py')
+EVALUATE = osp.join(REPO, 'tools', 'demo', 'evaluate_checkpoint.py')
+SCENES_SEED = 0  # the scenes are the same for every --seed; --seed changes the training runs
+
+_DEMO = 'configs/demo/'
+# name -> task, config, how the checkpoint is folded and evaluated, floor of the held-out metric
+MODELS: Dict[str, dict] = {
+    'faster-rcnn_r18-doconv': dict(
+        task='det', config=_DEMO + 'faster-rcnn_r18-doconv_fpn_digit-scenes.py',
+        stock_config=_DEMO + 'faster-rcnn_r18_fpn_digit-scenes.py', floor=0.80),
+    'faster-rcnn_r18-plain': dict(
+        task='det', config=_DEMO + 'faster-rcnn_r18_fpn_digit-scenes.py', floor=0.80),
+    'ssdlite_mixnet-s': dict(
+        task='det', config=_DEMO + 'ssdlite_mixnet-s_digit-scenes.py', deployed=True,
+        floor=0.60),
+    'deeplabv3_r18-doconv': dict(
+        task='seg', config=_DEMO + 'deeplabv3_r18-d8-doconv_digit-scenes.py',
+        stock_config=_DEMO + 'deeplabv3_r18-d8_digit-scenes.py', floor=0.60),
+    'deeplabv3_r18-plain': dict(
+        task='seg', config=_DEMO + 'deeplabv3_r18-d8_digit-scenes.py', floor=0.60),
+}
+METRICS = {'det': 'bbox_mAP_50', 'seg': 'mIoU'}
+
+
+def metric_value(task: str, metrics: Dict[str, float]) -> Dict[str, Optional[float]]:
+    """The headline metric as a fraction in [0, 1] (plus COCO mAP for det)."""
+    if task == 'det':
+        return dict(value=metrics.get('coco/bbox_mAP_50'), bbox_mAP=metrics.get('coco/bbox_mAP'))
+    miou = metrics.get('mIoU')
+    return dict(value=None if miou is None else round(miou / 100.0, 4))  # IoUMetric: percent
+
+
+def data_options(task: str, data_root: str) -> List[str]:
+    """``--cfg-options`` pointing a demo config at ``data_root``."""
+    root = data_root.rstrip('/') + '/'
+    opts = [f'{loader}.dataset.data_root={root}'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    if task == 'det':
+        ann = root + 'annotations/instances_val.json'
+        opts += [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+    return opts
+
+
+def schedule_options(cfg, iters: int) -> List[str]:
+    """``--cfg-options`` for a smoke-test schedule of ``iters`` iterations."""
+    if 'max_iters' in cfg.train_cfg:
+        return [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+                f'default_hooks.checkpoint.interval={iters}']
+    batch = cfg.train_dataloader.batch_size
+    return ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+            f'train_dataloader.dataset.indices={iters * batch}']
+
+
+class _TrainProgress:
+    """A progress bar driven by the ``Epoch(train) [e][i/n]`` / ``Iter(train)
+    [i/n]`` lines of mmengine's log."""
+    _EPOCH = re.compile(r'Epoch\(train\)\s*\[(\d+)\]\[\s*(\d+)/(\d+)\]')
+    _ITER = re.compile(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]')
+
+    def __init__(self, max_epochs: Optional[int]):
+        self.max_epochs = max_epochs
+        self.bar = None
+        self.done = 0
+
+    def feed(self, line: str) -> None:
+        m = self._EPOCH.search(line)
+        if m and self.max_epochs:
+            epoch, i, n = (int(v) for v in m.groups())
+            done, total = (epoch - 1) * n + i, self.max_epochs * n
+        else:
+            m = self._ITER.search(line)
+            if not m:
+                return
+            done, total = (int(v) for v in m.groups())
+        if self.bar is None:
+            from mmengine.utils import ProgressBar
+            self.bar = ProgressBar(total)
+        if done > self.done:
+            self.bar.update(done - self.done)
+            self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            sys.stdout.write('\n')
+            sys.stdout.flush()
+
+
+def _run(cmd: List[str], log_file: str, env: dict, on_line=None) -> str:
+    """Runs ``cmd`` (cwd: the repository), writes its output to ``log_file``
+    and returns it; raises with the tail of the output on failure."""
+    lines = []
+    with open(log_file, 'w', encoding='utf-8') as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=dict(env, PYTHONUNBUFFERED='1'),
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:
+            log.write(line)
+            lines.append(line)
+            if on_line is not None:
+                on_line(line)
+        proc.wait()
+    output = ''.join(lines)
+    if proc.returncode != 0:
+        raise RuntimeError(f'{" ".join(cmd[1:3])} failed (exit code {proc.returncode}; log: '
+                           f'{log_file}):\n{output[-4000:]}')
+    return output
+
+
+def _final_val_metrics(work_dir: str) -> Dict[str, float]:
+    """The last validation metrics of the newest run in ``work_dir``
+    (mmengine's ``<timestamp>/vis_data/scalars.json``)."""
+    runs = sorted(d for d in os.listdir(work_dir)
+                  if osp.isfile(osp.join(work_dir, d, 'vis_data', 'scalars.json')))
+    if not runs:
+        raise RuntimeError(f'no vis_data/scalars.json under {work_dir}')
+    found = {}
+    with open(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json'), encoding='utf-8') as f:
+        for line in f:
+            row = json.loads(line)
+            if 'coco/bbox_mAP_50' in row or 'mIoU' in row:
+                found = row
+    return found
+
+
+def _last_checkpoint(work_dir: str) -> str:
+    with open(osp.join(work_dir, 'last_checkpoint'), encoding='utf-8') as f:
+        return f.read().strip()
+
+
+def _parse_fold(output: str) -> dict:
+    info = {}
+    m = re.search(r'layers folded:\s+(\d+)', output)
+    if m:
+        info['folded_layers'] = int(m.group(1))
+    m = re.search(r'params:\s+([\d,]+) -> ([\d,]+)', output)
+    if m:
+        info['params'] = int(m.group(1).replace(',', ''))
+        info['params_folded'] = int(m.group(2).replace(',', ''))
+    m = re.search(r'max \|folded - original\| output: (\S+)', output)
+    if m:
+        info['fold_max_abs_diff'] = float(m.group(1))
+    return info
+
+
+def _evaluation(output: str) -> dict:
+    for line in reversed(output.splitlines()):
+        if line.startswith('EVALUATION '):
+            return json.loads(line[len('EVALUATION '):])
+    raise RuntimeError('evaluate_checkpoint.py printed no EVALUATION line:\n' + output[-3000:])
+
+
+def run_model(name: str, work_dir: str, data_root: str, seed: int, env: dict,
+              iters: Optional[int] = None) -> dict:
+    """Trains, folds and evaluates one dense model; returns its summary row."""
+    from mmengine.config import Config
+    spec = MODELS[name]
+    task, config = spec['task'], spec['config']
+    out_dir = osp.join(work_dir, name)
+    os.makedirs(out_dir, exist_ok=True)
+    cfg = Config.fromfile(osp.join(REPO, config), import_custom_modules=False)
+    opts = data_options(task, data_root)
+    train_opts = opts + [f'randomness.seed={seed}']
+    if iters:
+        train_opts += schedule_options(cfg, iters)
+    max_epochs = None if 'max_iters' in cfg.train_cfg else (1 if iters else
+                                                               cfg.train_cfg.max_epochs)
+    print(f'\n[{name}] training {config} with tools/train.py', flush=True)
+    progress = _TrainProgress(max_epochs)
+    start = time.perf_counter()
+    _run([sys.executable, TRAIN, config, '--work-dir', out_dir, '--cfg-options'] + train_opts,
+         osp.join(out_dir, 'train_output.log'), env, progress.feed)
+    train_seconds = time.perf_counter() - start
+    progress.close()
+    row = dict(model=name, task=task, metric=METRICS[task], config=config, seed=seed)
+    row.update(metric_value(task, _final_val_metrics(out_dir)))
+    row.update(value_folded_stock=None, value_folded=None, train_seconds=round(train_seconds, 1))
+
+    checkpoint = _last_checkpoint(out_dir)
+    if spec.get('stock_config') or spec.get('deployed'):
+        deploy_ckpt = osp.join(out_dir, f'{name}_deploy.pth')
+        fold_cmd = [sys.executable, FOLD, config, checkpoint, deploy_ckpt, '--force']
+        if spec.get('stock_config'):
+            fold_cmd += ['--check-stock-config', spec['stock_config']]
+        print(f'[{name}] folding {osp.basename(checkpoint)} with fold_checkpoint.py', flush=True)
+        row.update(_parse_fold(_run(fold_cmd, osp.join(out_dir, 'fold_output.log'), env)))
+        eval_config = spec.get('stock_config') or config
+        eval_cmd = [sys.executable, EVALUATE, eval_config, deploy_ckpt, '--work-dir',
+                    osp.join(out_dir, 'evaluate_folded'), '--cfg-options'] + opts
+        if spec.get('deployed'):
+            eval_cmd.insert(4, '--deployed')
+        where = 'in its own config (deploy form)' if spec.get('deployed') else \
+            f'in {eval_config} without mm_efficientconv'
+        print(f'[{name}] evaluating the folded checkpoint {where}', flush=True)
+        report = _evaluation(_run(eval_cmd, osp.join(out_dir, 'evaluate_output.log'), env))
+        folded = metric_value(task, report['metrics'])
+        key = 'value_folded' if spec.get('deployed') else 'value_folded_stock'
+        row[key] = folded['value']
+        if task == 'det':
+            row[key.replace('value', 'bbox_mAP')] = folded['bbox_mAP']
+        row['imported_mm_efficientconv'] = report['imported_mm_efficientconv']
+        if 'mixconv_folded' in report:
+            row['mixconv_folded'] = report['mixconv_folded']
+    row['checkpoint'] = checkpoint
+    return row
+
+
+def check_rows(rows: List[dict], floors: bool = True) -> List[str]:
+    """The problems of the dense rows: a folded metric that differs from the
+    unfolded one, a stock evaluation that imported the plugin, a metric below
+    its floor (when ``floors``)."""
+    problems = []
+    for row in rows:
+        spec = MODELS[row['model']]
+        for key in ('value_folded_stock', 'value_folded'):
+            if row.get(key) is not None and row[key] != row['value']:
+                problems.append(f"{row['model']}: {key} {row[key]} != value {row['value']}")
+        if spec.get('stock_config') and row.get('imported_mm_efficientconv') is not False:
+            problems.append(f"{row['model']}: the stock evaluation imported mm_efficientconv")
+        if floors and (row['value'] is None or row['value'] < spec['floor']):
+            problems.append(f"{row['model']}: {row['metric']} {row['value']} below its floor "
+                            f"{spec['floor']}")
+    return problems
