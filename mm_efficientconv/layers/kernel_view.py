@@ -18,7 +18,20 @@ through the composed kernel.
 import weakref
 
 import torch
-from torch.utils._pytree import tree_leaves
+
+
+def _views_in(value, found: list) -> list:
+    """The ``KernelView`` objects in (nested lists / tuples / dicts of)
+    ``value``."""
+    if isinstance(value, KernelView):
+        found.append(value)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _views_in(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _views_in(item, found)
+    return found
 
 
 class KernelView(torch.Tensor):
@@ -30,7 +43,7 @@ class KernelView(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        views = [t for t in tree_leaves((args, kwargs)) if isinstance(t, KernelView)]
+        views = _views_in((args, kwargs), [])
         with torch._C.DisableTorchFunctionSubclass():
             versions = [t._version for t in views]
             out = func(*args, **kwargs)
