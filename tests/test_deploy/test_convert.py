@@ -165,4 +165,4 @@ def test_deploy_modules_import_no_layer_codebase_or_onnx(module):
         elif isinstance(node, ast.ImportFrom):
             imported.add('.' if node.level else node.module.split('.')[0])
     assert imported and imported <= {'collections', 'copy', 'json', 'os', 'subprocess', 'sys',
-                                     'tempfile', 'torch', 'typing', '.'}, imported
+                                     'tempfile', 'torch', 'typing', 'warnings', '.'}, imported
