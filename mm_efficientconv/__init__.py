@@ -15,11 +15,13 @@ compat.apply()
 with compat.codebases_deferred():  # mmpretrain's optional mmdet import waits for mmdet
     from . import backbones, datasets, deploy, heads, hooks, layers  # noqa: E402,F401
     from .deploy import switch_to_deploy  # noqa: E402
-    from .layers import BSConvS, BSConvU, DOConv, MixConv, MixGroupedPointwise  # noqa: E402
+    from .hooks import KernelCacheHook  # noqa: E402
+    from .layers import (BSConvS, BSConvU, DOConv, MixConv, MixGroupedPointwise,  # noqa: E402
+                         cached_kernels)
 
 __version__ = '0.1.0'
 
 __all__ = [
     'BSConvU', 'BSConvS', 'MixConv', 'MixGroupedPointwise', 'DOConv', 'switch_to_deploy',
-    '__version__'
+    'cached_kernels', 'KernelCacheHook', '__version__'
 ]
