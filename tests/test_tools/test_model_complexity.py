@@ -80,7 +80,7 @@ def test_update_metafiles_writes_numbers_adds_and_removes_entries(tmp_path):
     readme = (folder / 'README.md').read_text()
     assert readme.startswith('# Fam\n\nbefore\n') and readme.endswith(f'{README_END}\n\nafter\n')
     assert 'stale table' not in readme
-    assert '| a-model | 1,000 | 900 | 123.46K | 32x32, whole model | - | not trained | [a.py](a.py) |' \
+    assert '| a-model | 1,000 | 900 | 123.46K | 32x32, whole model | - | - | [a.py](a.py) |' \
         in readme
     assert '| b | 2,000 | 2,000 | 5.00G |' in readme
     # idempotent

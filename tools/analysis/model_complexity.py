@@ -177,7 +177,7 @@ def _models_table(meta: Dict) -> str:
         paper = PAPER.get(stem)
         paper = f'{paper[0]} / {paper[1]} ({paper[2]})' if paper else '-'
         results = '; '.join(f"{k} {v}" for result in model.get('Results') or []
-                            for k, v in (result.get('Metrics') or {}).items()) or 'not trained'
+                            for k, v in (result.get('Metrics') or {}).items()) or '-'
         numbers = [f"{data[k]:,}" if k in data else '?' for k in ('Parameters', 'Parameters (folded)')]
         flops = _human(data['FLOPs']) if 'FLOPs' in data else '?'
         lines.append(f"| {model['Name']} | {numbers[0]} | {numbers[1]} | {flops} | "
