@@ -296,11 +296,40 @@ def fix_mmdet_ssd_head() -> None:
     when_imported('mmdet.models.dense_heads.ssd_head', _fix_ssd_head)
 
 
+def register_config_prefix() -> None:
+    """Makes ``_base_ = 'mm_efficientconv::<folder>/<config>.py'`` resolve to the
+    installed package's ``.mim/configs`` (as ``mmdet::`` does).
+
+    mmengine 0.10.7 only resolves the prefixes listed in
+    ``mmengine.config.utils.MODULE2PACKAGE``, and ties every top-level dict
+    of a ``pkg::`` base to a registry scope named ``pkg``. Our configs are
+    configs of mmpretrain / mmdet / mmseg (their ``default_scope``) whose
+    components are registered in mmengine's root registries, so a base from
+    this package gets no scope of its own: its dicts resolve in the
+    codebase's scope, and the bases it inherits keep theirs (``mmdet::`` ...).
+    """
+    from mmengine.config import Config
+    from mmengine.config import utils as config_utils
+    config_utils.MODULE2PACKAGE.setdefault('mm_efficientconv', 'mm_efficientconv')
+    get_cfg_path = Config._get_cfg_path
+    if getattr(get_cfg_path, '_mm_efficientconv', False):
+        return
+
+    def _get_cfg_path(cfg_path, filename):
+        path, scope = get_cfg_path(cfg_path, filename)
+        return path, (None if scope == 'mm_efficientconv' else scope)
+
+    _get_cfg_path._mm_efficientconv = True
+    Config._get_cfg_path = staticmethod(_get_cfg_path)
+
+
 def apply() -> None:
     """Applies every compatibility fix of the package, each only where it is
     needed: the safe-loading allow-list always, the CPU distributed launcher
-    only without a visible GPU, the mmdet fix when mmdet's module loads."""
+    only without a visible GPU, the mmdet fix when mmdet's module loads, the
+    ``mm_efficientconv::`` config prefix always."""
     allow_mmengine_checkpoints_in_safe_loading()
+    register_config_prefix()
     if not torch.cuda.is_available():
         allow_cpu_distributed()
     fix_mmdet_ssd_head()

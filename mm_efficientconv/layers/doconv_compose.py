@@ -25,14 +25,17 @@ turns it off. It is never used while tracing, scripting, exporting to ONNX or
 compiling with ``torch.compile``, which see the PyTorch formulation.
 """
 import os
+import warnings
 from typing import Tuple
 
 import torch
 
 try:  # pragma: no cover - depends on the build
     from mm_efficientconv import _ext
-except ImportError:  # pragma: no cover
+    _EXT_ERROR = None
+except ImportError as e:  # pragma: no cover
     _ext = None
+    _EXT_ERROR = str(e)
 
 #: Taps (``kh * kw``) and ``D_mul`` the fused kernel is compiled for.
 FUSED_TAPS = 9
@@ -111,6 +114,25 @@ def uses_fused_compose(W: torch.Tensor, D: torch.Tensor) -> bool:
             and W.shape[2] == FUSED_D_MUL)
 
 
+_missing_ext_reported = False
+
+
+def _report_missing_ext_once(W: torch.Tensor, D: torch.Tensor) -> None:
+    """Says once per process that the PyTorch composition runs where the
+    compiled op would have (a wheel built without it, a failed compile)."""
+    global _missing_ext_reported
+    if (_missing_ext_reported or _ext is not None or not _fused_enabled
+            or W.device.type != 'cpu' or D.shape[1:] != (FUSED_TAPS, FUSED_D_MUL)):
+        return
+    _missing_ext_reported = True
+    warnings.warn(
+        'mm_efficientconv._ext (the fused CPU DO-Conv composition) is not built '
+        f'({_EXT_ERROR}); using the PyTorch composition: same results, slower CPU '
+        'training. Reinstall with `pip install --no-build-isolation` and a C++ '
+        'compiler to build it, or set MMEFF_WITH_OPS=0 to silence this.',
+        RuntimeWarning, stacklevel=3)
+
+
 def doconv_compose(W: torch.Tensor, D: torch.Tensor, groups: int,
                    kernel_size: Tuple[int, int]) -> torch.Tensor:
     """Composes the dense conv kernel of a DO-Conv (differentiable).
@@ -129,6 +151,7 @@ def doconv_compose(W: torch.Tensor, D: torch.Tensor, groups: int,
     Returns:
         Tensor: The contiguous kernel ``(out, in // groups, kh, kw)``.
     """
+    _report_missing_ext_once(W, D)
     if uses_fused_compose(W, D):
         kernel = _FusedCompose.apply(W.contiguous(), D.contiguous(), groups)
         return kernel.view(W.shape[0], W.shape[1], *kernel_size)

@@ -11,8 +11,9 @@ from mm_efficientconv.layers.doconv_compose import (compose_with_matmul, doconv_
                                                     fused_compose_available, set_fused_compose,
                                                     uses_fused_compose)
 
-needs_ext = pytest.mark.skipif(compose_module._ext is None,
-                               reason='compiled ops (mm_efficientconv._ext) not built')
+needs_ext = pytest.mark.skipif(
+    compose_module._ext is None,
+    reason=f'compiled op mm_efficientconv._ext not built: {compose_module._EXT_ERROR}')
 
 # (out, in, groups): plain, grouped, depthwise, depthwise with multiplier, odd sizes,
 # out per group not a multiple of the kernel's 4-row blocks, a single input channel
@@ -212,3 +213,28 @@ def test_doconv_training_step_same_with_and_without_fused(fused_on, groups):
         results.append((out.detach(), layer.W.grad.clone(), layer.D.grad.clone()))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_missing_compiled_op_is_reported_once(monkeypatch):
+    """A wheel built without the op (or a failed compile) uses the PyTorch
+    composition and says so once per process, with the same result."""
+    import warnings
+    monkeypatch.setattr(compose_module, '_ext', None)
+    monkeypatch.setattr(compose_module, '_EXT_ERROR', 'No module named mm_efficientconv._ext')
+    monkeypatch.setattr(compose_module, '_fused_enabled', True)
+    monkeypatch.setattr(compose_module, '_missing_ext_reported', False)
+    W, D = operands(8, 6, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        first = doconv_compose(W, D, 1, (3, 3))
+        doconv_compose(W, D, 1, (3, 3))
+    reports = [w for w in caught if 'mm_efficientconv._ext' in str(w.message)]
+    assert len(reports) == 1 and issubclass(reports[0].category, RuntimeWarning)
+    assert torch.equal(first, compose_with_matmul(W, D, 1, (3, 3)))
+    # MMEFF_WITH_OPS=0 (the op deliberately off) is not reported
+    monkeypatch.setattr(compose_module, '_fused_enabled', False)
+    monkeypatch.setattr(compose_module, '_missing_ext_reported', False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        doconv_compose(W, D, 1, (3, 3))
+    assert not [w for w in caught if 'mm_efficientconv._ext' in str(w.message)]
