@@ -217,7 +217,7 @@ def _export_onnx():
     try:
         from mm_efficientconv.deploy import export_onnx
     except ImportError:
-        from mm_efficientconv.onnx_export import export_onnx
+        from mm_efficientconv.deploy import export_onnx
     return export_onnx
 
 
