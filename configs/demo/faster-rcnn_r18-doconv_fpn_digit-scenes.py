@@ -78,9 +78,9 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-# schedule: 2 epochs of the 1,000 training scenes instead of 12 COCO epochs (CPU budget), with a
+# schedule: 3 epochs of the 1,000 training scenes instead of 12 COCO epochs (CPU budget), with a
 # short warm-up (base: 500 iterations) and a cosine decay (base: steps at epochs 8 and 11)
-max_epochs = 2
+max_epochs = 3
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
