@@ -11,7 +11,7 @@ from mmengine.registry import MODELS
 
 from mm_efficientconv.layers.base import Conv2dInitTarget, EfficientConv2d
 from mm_efficientconv.layers.kernel_cache import cached_kernel
-from mm_efficientconv.layers.mixconv import _offsets, split_channels
+from mm_efficientconv.layers.mixconv import _offsets, kaiming_init_parts, split_channels
 
 
 @MODELS.register_module()
@@ -103,11 +103,7 @@ class MixGroupedPointwise(EfficientConv2d, Conv2dInitTarget):
         """Kaiming-normal (fan-out, ReLU) init of each part as a conv of its
         own (the TF MixNet init of its split convs; ``MixNet.init_weights``
         applies it), zero bias. Plain mode: the same on ``weight``."""
-        kernels = [self._parameters['weight']] if self.plain else list(self.kernels)
-        for kernel in kernels:
-            nn.init.kaiming_normal_(kernel, mode='fan_out', nonlinearity='relu')
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        kaiming_init_parts(self)
 
     def _write_kernel(self, kernel: torch.Tensor) -> None:
         """Stores a dense ``(out, in, 1, 1)`` kernel written into ``weight``:

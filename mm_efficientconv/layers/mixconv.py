@@ -67,6 +67,17 @@ def split_channels(channels: int, num_groups: int, split: str = 'equal') -> List
     return parts
 
 
+def kaiming_init_parts(layer: nn.Module) -> None:
+    """Kaiming-normal (fan-out, ReLU) init of each part (``layer.kernels``) of a
+    MixConv-family layer as a conv of its own, zero bias; in plain mode the
+    same on ``weight`` (shared by :class:`MixConv` and ``MixGroupedPointwise``)."""
+    kernels = [layer._parameters['weight']] if layer.plain else list(layer.kernels)
+    for kernel in kernels:
+        nn.init.kaiming_normal_(kernel, mode='fan_out', nonlinearity='relu')
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
 def _offsets(sizes: Sequence[int]) -> List[Tuple[int, int]]:
     bounds, start = [], 0
     for size in sizes:
@@ -307,11 +318,7 @@ class MixConv(EfficientConv2d, Conv2dInitTarget):
         """Kaiming-normal (fan-out, ReLU) init of each group kernel as a conv
         of its own (the TF MixNet init; ``MixNet.init_weights`` applies it),
         zero bias. Plain mode: the same on ``weight``."""
-        kernels = [self._parameters['weight']] if self.plain else list(self.kernels)
-        for kernel in kernels:
-            nn.init.kaiming_normal_(kernel, mode='fan_out', nonlinearity='relu')
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        kaiming_init_parts(self)
 
     def _write_kernel(self, kernel: torch.Tensor) -> None:
         """Stores a dense kernel ``(out, 1, K, K)`` written into ``weight``:
