@@ -223,6 +223,15 @@ def test_memory_format_is_kept(channels_last_input, padding_mode):
         assert (y.double() - expected).abs().max() <= TOL
     layer(x).sum().backward()
     assert x.grad.shape == x.shape and all(k.grad is not None for k in layer.kernels)
+    # the gradient reaching the op before the layer (not a leaf: autograd
+    # does not restride it) has the format a stock depthwise conv gives
+    stock = torch.nn.Conv2d(12, 12, 3, padding=1, groups=12, padding_mode=padding_mode)
+    strides = []
+    for conv in (layer, stock):
+        h = x.detach().clone().requires_grad_() * 1.0
+        h.register_hook(lambda g: strides.append(g.stride()))
+        conv(h).sum().backward()
+    assert strides[0] == strides[1], strides
 
 
 def test_auto_picks_split_with_grad_and_fused_without():
