@@ -192,10 +192,21 @@ class EfficientConv2d(nn.Module):
 
     def reset_plain_parameters(self) -> None:
         """``nn.Conv2d.reset_parameters`` on the plain weight and bias."""
-        weight = self._parameters['weight']
-        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(self._parameters['weight'], a=math.sqrt(5))
+        self._reset_default_bias()
+
+    def _default_kernel(self, like: torch.Tensor) -> torch.Tensor:
+        """A dense kernel ``(out, in // groups, kh, kw)`` drawn as
+        ``nn.Conv2d.reset_parameters`` draws its weight (kaiming-uniform,
+        ``a=sqrt(5)``), on ``like``'s device and dtype."""
+        kernel = torch.empty(self.out_channels, self.in_channels // self.groups,
+                             *self.kernel_size, device=like.device, dtype=like.dtype)
+        return nn.init.kaiming_uniform_(kernel, a=math.sqrt(5))
+
+    def _reset_default_bias(self) -> None:
+        """``nn.Conv2d``'s default bias: uniform in ``+-1 / sqrt(fan_in)``."""
         if self.bias is not None:
-            fan_in = weight.shape[1] * weight.shape[2] * weight.shape[3]
+            fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
 

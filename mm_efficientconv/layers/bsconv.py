@@ -185,15 +185,9 @@ class _BSConvBase(EfficientConv2d):
         for child in self.children():
             if isinstance(child, nn.Conv2d):
                 child.reset_parameters()
-        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         if not self.mid_norm_names:
-            kernel = torch.empty(self.out_channels, self.in_channels, *self.kernel_size,
-                                 device=self.dw.weight.device, dtype=self.dw.weight.dtype)
-            nn.init.kaiming_uniform_(kernel, a=math.sqrt(5))
-            self._write_kernel(kernel)
-        if self.bias is not None:
-            bound = 1 / math.sqrt(fan_in)
-            nn.init.uniform_(self.bias, -bound, bound)
+            self._write_kernel(self._default_kernel(self.dw.weight))
+        self._reset_default_bias()
 
     def _blueprint_factors(self, kernel: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(rows, blueprints)``: per output filter ``n`` the best rank-1

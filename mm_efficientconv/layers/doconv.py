@@ -150,10 +150,6 @@ class DOConv(EfficientConv2d, Conv2dInitTarget):
         """``kh * kw``."""
         return self.kernel_size[0] * self.kernel_size[1]
 
-    def _effective_fans(self) -> Tuple[int, int]:
-        receptive = self.num_taps
-        return (self.in_channels // self.groups * receptive, self.out_channels * receptive)
-
     def reset_parameters(self) -> None:
         """``nn.Conv2d.reset_parameters`` applied to the effective kernel
         (kaiming-uniform with ``a=sqrt(5)`` and the fan-in of the
@@ -163,14 +159,8 @@ class DOConv(EfficientConv2d, Conv2dInitTarget):
         if self.plain:
             self.reset_plain_parameters()
             return
-        fan_in, _ = self._effective_fans()
-        kernel = torch.empty(self.out_channels, self.in_channels // self.groups,
-                             *self.kernel_size, device=self.W.device, dtype=self.W.dtype)
-        nn.init.kaiming_uniform_(kernel, a=math.sqrt(5))
-        self._write_kernel(kernel)
-        if self.bias is not None:
-            bound = 1 / math.sqrt(fan_in)
-            nn.init.uniform_(self.bias, -bound, bound)
+        self._write_kernel(self._default_kernel(self.W))
+        self._reset_default_bias()
 
     def factorise(self, kernel: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(W, D')`` whose composition is exactly ``kernel`` (see the class
