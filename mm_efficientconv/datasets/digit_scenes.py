@@ -18,15 +18,19 @@ One set of scenes is written in two real on-disk formats::
     │       categories '0'..'9' (ids 1..10); each annotation also records
     │       the scikit-learn index of its digit image (``digit_index``)
     ├── SegmentationClass/<id>.png            VOC-style palette PNG:
-    │       0 = background, 1 + d = ink of digit d, 255 = ignore (the soft
-    │       edge of the ink, where the pixel is neither clearly ink nor not)
+    │       0 = background, 1 + d = ink of digit d; with ``ignore_edges``,
+    │       255 = ignore (the soft edge of the ink, where the pixel is
+    │       neither clearly ink nor not)
     ├── ImageSets/Segmentation/{train,val}.txt
     └── digit_scenes.json                     the writer's arguments and pools
 
 so that mmdet's ``CocoDataset`` / ``CocoMetric`` and mmseg's
 ``BaseSegDataset`` / ``IoUMetric`` read them unchanged. Ink pixels are those
-with alpha >= 0.5; pixels with 0.15 <= alpha < 0.5 are ignored in the label
-map; the box is the extent of the ink pixels.
+with alpha >= 0.5 (the box is their extent); the soft edge (0.15 <= alpha <
+0.5) is background, or 255 with ``ignore_edges=True``. The band is off by
+default because the class-weighted cross-entropy the segmentation demo needs
+(the background is 80-90% of the pixels) cannot take a 255 label in mmseg
+1.2.2: its weighted average indexes the class weights with every label.
 
 The same arguments give byte-identical files (a seeded
 ``numpy.random.Generator`` draws everything). The root is written to a
@@ -108,7 +112,8 @@ def _overlaps(box: Sequence[int], boxes: Sequence[Sequence[int]], margin: int) -
 
 def compose_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray,
                   pool: np.ndarray, canvas_size: int, digits_per_image: Tuple[int, int],
-                  digit_size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray, List[dict]]:
+                  digit_size: Tuple[int, int],
+                  ignore_edges: bool = False) -> Tuple[np.ndarray, np.ndarray, List[dict]]:
     """One scene: ``(rgb uint8 (S, S, 3), label map uint8 (S, S), objects)``;
     each object is ``dict(label, digit_index, box=(x1, y1, x2, y2))`` (ink
     extent, exclusive ends). Digits are placed so that their boxes do not
@@ -145,7 +150,8 @@ def compose_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarr
         region = img[cy1:cy2, cx1:cx2]
         img[cy1:cy2, cx1:cx2] = region * (1 - a[..., None]) + colour * a[..., None]
         seg_region = seg[cy1:cy2, cx1:cx2]
-        seg_region[(a >= IGNORE_THRESHOLD) & (seg_region == 0)] = IGNORE_INDEX
+        if ignore_edges:
+            seg_region[(a >= IGNORE_THRESHOLD) & (seg_region == 0)] = IGNORE_INDEX
         seg_region[a >= INK_THRESHOLD] = 1 + int(labels[index])
         objects.append(dict(label=int(labels[index]), digit_index=index, box=box))
     return np.clip(np.round(img), 0, 255).astype(np.uint8), seg, objects
@@ -199,7 +205,7 @@ def _write_split(root: str, split: str, num_images: int, images: np.ndarray,
     for i in range(num_images):
         img, seg, objects = compose_scene(rng, images, labels, pool, args['canvas_size'],
                                           tuple(args['digits_per_image']),
-                                          tuple(args['digit_size']))
+                                          tuple(args['digit_size']), args['ignore_edges'])
         name = f'{split}_{i:06d}'
         ids.append(name)
         Image.fromarray(img).save(
@@ -241,6 +247,7 @@ def write_digit_scenes(root: str,
                        seed: int = 0,
                        *,
                        jpeg_quality: int = 90,
+                       ignore_edges: bool = False,
                        overwrite: bool = False) -> Dict:
     """Writes the digit scenes (COCO detection + VOC-style segmentation) under
     ``root``.
@@ -264,6 +271,9 @@ def write_digit_scenes(root: str,
             the held-out scenes. Defaults to 0.25.
         seed (int): Seed of the split and of every drawn pixel. Defaults to 0.
         jpeg_quality (int): JPEG quality of the scenes. Defaults to 90.
+        ignore_edges (bool): Label the soft edge of the ink 255 (ignore)
+            instead of background (see the module docstring). Defaults to
+            False.
         overwrite (bool): Replace a ``root`` written with other arguments.
             Defaults to False.
 
@@ -273,10 +283,12 @@ def write_digit_scenes(root: str,
     """
     _check_args(num_train, num_val, canvas_size, digits_per_image, digit_size, test_fraction,
                 jpeg_quality)
+    if not isinstance(ignore_edges, bool):
+        raise ValueError(f'ignore_edges must be a bool, got {ignore_edges!r}')
     args = dict(format_version=FORMAT_VERSION, num_train=num_train, num_val=num_val,
                 canvas_size=canvas_size, digits_per_image=list(digits_per_image),
                 digit_size=list(digit_size), test_fraction=float(test_fraction), seed=int(seed),
-                jpeg_quality=jpeg_quality)
+                jpeg_quality=jpeg_quality, ignore_edges=ignore_edges)
     root = osp.abspath(root)
     manifest_path = osp.join(root, MANIFEST)
     if osp.exists(root):

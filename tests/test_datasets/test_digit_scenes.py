@@ -80,10 +80,37 @@ def test_labels_agree_with_pixels(scenes):
         assert png.mode == 'P'
         assert png.getpalette()[:33] == [c for rgb in seg_palette() for c in rgb]
         label = np.asarray(png)
-        assert set(np.unique(label)) <= set(range(len(SEG_CLASSES))) | {IGNORE_INDEX}
+        assert set(np.unique(label)) <= set(range(len(SEG_CLASSES)))  # no ignore band by default
         img = np.asarray(Image.open(root / 'JPEGImages' / f'{name}.jpg')).astype(float).mean(-1)
         ink, bg = (label >= 1) & (label <= 10), label == 0
         assert img[ink].mean() < img[bg].mean() - 60
+
+
+def test_ignore_edges_marks_only_the_soft_edge(scenes, tmp_path):
+    """``ignore_edges=True``: the same images and boxes; 255 only where the
+    default labels say background, next to ink; everything else equal."""
+    root, _ = scenes
+    other = tmp_path / 'edges'
+    write_digit_scenes(str(other), ignore_edges=True, **SMALL)
+    assert _coco(other, 'train')['annotations'] == _coco(root, 'train')['annotations']
+    names = (root / 'ImageSets' / 'Segmentation' / 'train.txt').read_text().split()
+    ignored = 0
+    for name in names:
+        assert (other / 'JPEGImages' / f'{name}.jpg').read_bytes() == \
+            (root / 'JPEGImages' / f'{name}.jpg').read_bytes()
+        plain, edges = _label(root, name), _label(other, name)
+        band = edges == IGNORE_INDEX
+        ignored += band.sum()
+        assert (plain[band] == 0).all()
+        np.testing.assert_array_equal(edges[~band], plain[~band])
+        ink = (plain >= 1) & (plain <= 10)
+        near_ink = np.zeros_like(ink)
+        # the soft edge lies within one upsampled digit pixel (<= 36 / 8 px) of the ink
+        for dy in range(-5, 6):
+            for dx in range(-5, 6):
+                near_ink |= np.roll(np.roll(ink, dy, 0), dx, 1)
+        assert not (band & ~near_ink).any()
+    assert ignored > 0
 
 
 def test_split_hygiene(scenes):

@@ -21,6 +21,8 @@ def parse_args(argv=None):
     parser.add_argument('--num-val', type=int, help='held-out scenes (default: 200)')
     parser.add_argument('--canvas-size', type=int, help='scene side in pixels (default: 128)')
     parser.add_argument('--seed', type=int, help='seed (default: 0, as the demo)')
+    parser.add_argument('--ignore-edges', action='store_true',
+                        help='label the soft edge of the ink 255 (ignore) instead of background')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace ROOT if it holds scenes written with other arguments')
     return parser.parse_args(argv)
@@ -30,7 +32,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     given = {k: v for k, v in vars(args).items()
              if k in ('num_train', 'num_val', 'canvas_size', 'seed') and v is not None}
-    info = write_digit_scenes(args.root, overwrite=args.overwrite, **given)
+    info = write_digit_scenes(args.root, ignore_edges=args.ignore_edges,
+                              overwrite=args.overwrite, **given)
     print(('wrote ' if info['written'] else 'already there: ') + info['data_root'])
     return 0
 
