@@ -78,11 +78,12 @@ KEY_SOURCES = {
 # Whole-network training steps (``train_*``): batch and resolution of each
 # network's training step; ``train_resnet``: the ResNet of that suite
 # (18: mmpretrain ResNet-18, basic blocks; 50: bottlenecks, the GPU check's).
-# The quick profile trains at ImageNet's 224x224 with batch 16, half of
-# mmpretrain's per-GPU 32 (the full profile's): what a DO-Conv or loss_ortho adds
-# to a step is a fixed cost per step (kernel composition, Gram matrices), so a
-# smaller step than a real run's would overstate it; 112x112 also shrinks
-# MixNet-S's last stage to 4x4, below its 9x9 kernels (a regime no real run has).
+# The quick profile trains at ImageNet's 224x224 with batch 8, a quarter of
+# mmpretrain's per-GPU 32 (the full profile's), to stay near its time budget on
+# two cores: what a DO-Conv or loss_ortho adds to a step is a fixed cost per step
+# (kernel composition, Gram matrices), so this overstates it about 4x against a
+# real run; 112x112 (used before) also shrank MixNet-S's last stage to 4x4,
+# below its 9x9 kernels, a regime no real run has.
 PROFILES = {
     'smoke': dict(layer_batch=1, doconv_batch=1, backbone_batch=1, mixnet_batch=1, resolution=64,
                   layer_scale=4, subset='smoke', warmup=1, min_repeats=3, max_repeats=3,
@@ -92,11 +93,11 @@ PROFILES = {
                   train_batch=2, train_resolution=64, train_resnet=18, train_warmup=1,
                   train_repeats=3, train_amp=False, train_channels_last=False),
     'quick': dict(layer_batch=8, doconv_batch=32, backbone_batch=1, mixnet_batch=4, resolution=224,
-                  layer_scale=1, subset='quick', warmup=2, min_repeats=11, max_repeats=21,
-                  resnet_min_repeats=41,
-                  case_budget_s=0.8, min_sample_ms=10.0, backbone_train=False,
+                  layer_scale=1, subset='quick', warmup=2, min_repeats=11, max_repeats=15,
+                  resnet_min_repeats=31,
+                  case_budget_s=0.6, min_sample_ms=10.0, backbone_train=False,
                   layer_modes=('train', 'eval'), memory_modes=('train', 'eval', 'deploy', 'train_step'),
-                  train_batch=16, train_resolution=224, train_resnet=18, train_warmup=1,
+                  train_batch=8, train_resolution=224, train_resnet=18, train_warmup=1,
                   train_repeats=5, train_amp=False, train_channels_last=False),
     'full': dict(layer_batch=32, doconv_batch=32, backbone_batch=8, mixnet_batch=16, resolution=224,
                  layer_scale=1, subset='full', warmup=3, min_repeats=15, max_repeats=31,
