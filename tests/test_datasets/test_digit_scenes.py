@@ -187,6 +187,7 @@ def test_never_overwrites_without_permission(tmp_path):
     (dict(digit_size=(20, 200)), 'digit_size'),
     (dict(test_fraction=1.0), 'test_fraction'),
     (dict(jpeg_quality=0), 'jpeg_quality'),
+    (dict(ignore_edges=1), 'ignore_edges'),
 ])
 def test_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
