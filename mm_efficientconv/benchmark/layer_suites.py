@@ -132,7 +132,7 @@ def bench_mixconv(cfg: dict, device: torch.device) -> dict:
             cases.append(dict(family='mixconv', case=name, shape=shape, mode=mode,
                               baseline='timm', max_abs_diff=check, **res))
             log(f'mixconv {name} {mode}: ' + fmt_ratios(res['ratios']))
-        for mode in ('train', 'eval'):
+        for mode in ('train', 'eval') if cfg['fused_vs_split'] else ():
             steps = {'split': make_step(split, x, mode), 'fused': make_step(fused, x, mode)}
             with eval_scope(mode):
                 res = interleaved(steps, {'fused/split': ('fused', 'split')}, cfg, device, False)

@@ -83,25 +83,28 @@ KEY_SOURCES = {
 # two cores: what a DO-Conv or loss_ortho adds to a step is a fixed cost per step
 # (kernel composition, Gram matrices), so this overstates it about 4x against a
 # real run; 112x112 (used before) also shrank MixNet-S's last stage to 4x4,
-# below its 9x9 kernels, a regime no real run has.
+# below its 9x9 kernels, a regime no real run has. To keep --quick within its 2.5
+# minutes, its layer suites take 7-11 rounds (was 11-15: 175-194 s) and measure
+# no per-layer memory and no MixConv fused-vs-split cases (``fused_vs_split``;
+# informational, in the full profile).
 PROFILES = {
     'smoke': dict(layer_batch=1, doconv_batch=1, backbone_batch=1, mixnet_batch=1, resolution=64,
                   layer_scale=4, subset='smoke', warmup=1, min_repeats=3, max_repeats=3,
-                  case_budget_s=0.0, min_sample_ms=0.0, backbone_train=True,
+                  case_budget_s=0.0, min_sample_ms=0.0, backbone_train=True, fused_vs_split=True,
                   layer_modes=('train', 'forward', 'eval'),
                   memory_modes=('train', 'eval', 'deploy', 'train_step'),
                   train_batch=2, train_resolution=64, train_resnet=18, train_warmup=1,
                   train_repeats=3, train_amp=False, train_channels_last=False),
     'quick': dict(layer_batch=8, doconv_batch=32, backbone_batch=1, mixnet_batch=4, resolution=224,
-                  layer_scale=1, subset='quick', warmup=2, min_repeats=11, max_repeats=15,
+                  layer_scale=1, subset='quick', warmup=2, min_repeats=7, max_repeats=11,
                   resnet_min_repeats=31,
-                  case_budget_s=0.6, min_sample_ms=10.0, backbone_train=False,
-                  layer_modes=('train', 'eval'), memory_modes=('train', 'eval', 'deploy', 'train_step'),
+                  case_budget_s=0.6, min_sample_ms=10.0, backbone_train=False, fused_vs_split=False,
+                  layer_modes=('train', 'eval'), memory_modes=('train_step',),
                   train_batch=8, train_resolution=224, train_resnet=18, train_warmup=1,
                   train_repeats=5, train_amp=False, train_channels_last=False),
     'full': dict(layer_batch=32, doconv_batch=32, backbone_batch=8, mixnet_batch=16, resolution=224,
                  layer_scale=1, subset='full', warmup=3, min_repeats=15, max_repeats=31,
-                 case_budget_s=4.0, min_sample_ms=50.0, backbone_train=True,
+                 case_budget_s=4.0, min_sample_ms=50.0, backbone_train=True, fused_vs_split=True,
                  layer_modes=('train', 'forward', 'eval'),
                  memory_modes=('train', 'forward', 'eval', 'deploy', 'train_step'),
                  train_batch=32, train_resolution=224, train_resnet=18, train_warmup=3,
