@@ -14,8 +14,7 @@
 // sums accumulate in double, shifted by each channel's first value. The work split depends on
 // the tensor's shape and the thread count only (not on scheduling). setup.py compiles with
 // -fno-trapping-math, which lets GCC turn the selects below (ReLU, the sigmoid's sign) into vector
-// blends. Compiled for AVX-512, AVX2
-// and baseline x86-64 and picked at load time (GCC function multi-versioning).
+// blends; every loop is compiled for AVX2 + FMA and for baseline x86-64 (MMEFF_DISPATCH).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -471,9 +470,10 @@ std::vector<torch::Tensor> batch_norm_act_backward(const torch::Tensor& dz, cons
                                                    const torch::Tensor& invstd, int64_t act,
                                                    bool need_input_grad) {
   const Shape s = check_input(x, weight, bias, act);
-  TORCH_CHECK(dz.sizes() == x.sizes() && dz.strides() == x.strides() &&
-                  dz.scalar_type() == at::kFloat,
-              "batch_norm_act: the gradient must be float32 with the input's layout");
+  TORCH_CHECK(dz.sizes() == x.sizes() && dz.scalar_type() == at::kFloat &&
+                  dz.is_contiguous(s.channels_last ? at::MemoryFormat::ChannelsLast
+                                                   : at::MemoryFormat::Contiguous),
+              "batch_norm_act: the gradient must be float32, contiguous in the input's format");
   TORCH_CHECK(mean.is_contiguous() && invstd.is_contiguous() && mean.numel() == s.c &&
                   invstd.numel() == s.c,
               "batch_norm_act: mean and invstd of shape (C,) expected");

@@ -3,7 +3,8 @@
 
 Between the convolutions of a mobile network (MixNet's expand, depthwise and
 project convs) the batch norm and the activation are memory-bound, and on a
-CPU they take a third of a training step: stock PyTorch reads the tensor three
+CPU they take ~30% of a training step (profiled: 250 of 830 ms of a MixNet-S
+step at batch 8, 224x224, 2 threads): stock PyTorch reads the tensor three
 times and writes it twice in the forward, keeps the normalised tensor for the
 activation's backward, and streams five more tensors in the backward. The
 compiled op (``mm_efficientconv._ext``, ``csrc/batch_norm_act.cpp``) reads the

@@ -75,6 +75,22 @@ def test_matches_the_stock_modules(act_name, channels_last, momentum):
         assert norm.num_batches_tracked == ref_norm.num_batches_tracked == step + 1
 
 
+@pytest.mark.parametrize('shape', [(4, 12, 1, 1), (3, 12, 1, 5), (1, 12, 2, 1)])
+def test_shapes_that_are_both_nchw_and_channels_last(shape):
+    """1x1 maps (a head after deep striding) are contiguous in both formats."""
+    norm = make_norm()
+    ref = copy.deepcopy(norm)
+    x = make_input(shape, channels_last=True).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    out, expected = batch_norm_act(x, norm, nn.ReLU()), stock(x_ref, ref, nn.ReLU())
+    assert uses_fused_op(out)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grad = torch.randn(shape)  # an NCHW gradient for a channels-last-strided input
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_against_a_float64_reference():
     """The fused float32 op is as close to the exact value as stock float32."""
     norm = make_norm()
