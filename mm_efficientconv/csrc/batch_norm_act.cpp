@@ -131,14 +131,29 @@ int64_t num_parts(int64_t rows) {
 }
 
 // ----------------------------------------------------------------------------- statistics
-MMEFF_INLINE void sums_cl_rows_any(const float* __restrict__ x, const float* __restrict__ shift, double* __restrict__ s1, double* __restrict__ s2, int64_t r0,
-                  int64_t r1, int64_t C) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* xr = x + r * C;
+// Channels-last sums: float partial sums over blocks of kFlushRows rows (8-lane vectors, the
+// accumulators stay in L1), added to the double sums after each block.
+constexpr int64_t kFlushRows = 16;
+
+MMEFF_INLINE void sums_cl_rows_any(const float* __restrict__ x, const float* __restrict__ shift,
+                                   double* __restrict__ s1, double* __restrict__ s2, int64_t r0,
+                                   int64_t r1, int64_t C) {
+  std::vector<float> acc(2 * C);
+  float* __restrict__ a1 = acc.data();
+  float* __restrict__ a2 = acc.data() + C;
+  for (int64_t b = r0; b < r1; b += kFlushRows) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t r = b; r < std::min(r1, b + kFlushRows); ++r) {
+      const float* xr = x + r * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const float d = xr[c] - shift[c];
+        a1[c] += d;
+        a2[c] += d * d;
+      }
+    }
     for (int64_t c = 0; c < C; ++c) {
-      const double d = static_cast<double>(xr[c] - shift[c]);
-      s1[c] += d;
-      s2[c] += d * d;
+      s1[c] += a1[c];
+      s2[c] += a2[c];
     }
   }
 }
@@ -209,16 +224,29 @@ MMEFF_INLINE void transform_plane_impl(const float* __restrict__ x, float* __res
 // ------------------------------------------------------------------------------ backward
 // sums of g = dz * act'(y) and of g * (x - mean)
 template <int A>
-MMEFF_INLINE void grad_sums_cl_rows_impl(const float* __restrict__ dz, const float* __restrict__ x, const float* __restrict__ scale,
-                                          const float* __restrict__ offset, const float* __restrict__ mean, double* __restrict__ sg,
-                                          double* __restrict__ sgx, int64_t r0, int64_t r1, int64_t C) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* xr = x + r * C;
-    const float* dr = dz + r * C;
+MMEFF_INLINE void grad_sums_cl_rows_impl(const float* __restrict__ dz, const float* __restrict__ x,
+                                         const float* __restrict__ scale,
+                                         const float* __restrict__ offset,
+                                         const float* __restrict__ mean, double* __restrict__ sg,
+                                         double* __restrict__ sgx, int64_t r0, int64_t r1,
+                                         int64_t C) {
+  std::vector<float> acc(2 * C);
+  float* __restrict__ ag = acc.data();
+  float* __restrict__ agx = acc.data() + C;
+  for (int64_t b = r0; b < r1; b += kFlushRows) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t r = b; r < std::min(r1, b + kFlushRows); ++r) {
+      const float* xr = x + r * C;
+      const float* dr = dz + r * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const float g = dr[c] * act_grad<A>(xr[c] * scale[c] + offset[c]);
+        ag[c] += g;
+        agx[c] += g * (xr[c] - mean[c]);
+      }
+    }
     for (int64_t c = 0; c < C; ++c) {
-      const float g = dr[c] * act_grad<A>(xr[c] * scale[c] + offset[c]);
-      sg[c] += static_cast<double>(g);
-      sgx[c] += static_cast<double>(g * (xr[c] - mean[c]));
+      sg[c] += ag[c];
+      sgx[c] += agx[c];
     }
   }
 }
