@@ -253,10 +253,12 @@ def paired_ratio(candidate: Sequence[float], baseline: Sequence[float]) -> float
 def add_best_format_ratio(res: dict, models: Sequence[str], name: str) -> Dict[str, str]:
     """Adds ratio ``name`` to an :func:`interleaved` result: the paired ratio
     of the faster memory format of ``models[0]`` over that of ``models[1]``
-    (each ``MODEL@nchw`` / ``MODEL@cl``, the faster chosen by median).
+    (each ``MODEL@nchw`` / ``MODEL@cl``, the faster chosen by median; a
+    format that was not measured is not a candidate).
     Returns the chosen variant per model."""
     raw = res['results']
-    best = {m: min((f'{m}@nchw', f'{m}@cl'), key=lambda n: raw[n]['median_ms']) for m in models}
+    best = {m: min((n for n in (f'{m}@nchw', f'{m}@cl') if n in raw),
+                   key=lambda n: raw[n]['median_ms']) for m in models}
     cand, base = best[models[0]], best[models[1]]
     res['ratios'][name] = paired_ratio(raw[cand]['raw_ms'], raw[base]['raw_ms'])
     res['ratios_of_medians'][name] = raw[cand]['median_ms'] / raw[base]['median_ms']

@@ -83,10 +83,16 @@ KEY_SOURCES = {
 # two cores: what a DO-Conv or loss_ortho adds to a step is a fixed cost per step
 # (kernel composition, Gram matrices), so this overstates it about 4x against a
 # real run; 112x112 (used before) also shrank MixNet-S's last stage to 4x4,
-# below its 9x9 kernels, a regime no real run has. To keep --quick within its 2.5
-# minutes, its layer suites take 7-11 rounds (was 11-15: 175-194 s) and measure
-# no per-layer memory and no MixConv fused-vs-split cases (``fused_vs_split``;
-# informational, in the full profile).
+# below its 9x9 kernels, a regime no real run has. A training step's samples
+# spread +-20% on the shared 2-core VM, so --quick gives the steps 9 rounds (5
+# gave ratios 0.03-0.1 apart run to run) and, to stay within its 2.5 minutes,
+# takes it from the layer suites: 7-11 rounds (was 11-15), two of the four DO-Conv
+# shapes (64 channels at 56x56 and 512 at 7x7, where the composition weighs the
+# most), 17 rounds of batch-1 ResNet-50 inference (was 31), no per-layer memory,
+# no MixConv fused-vs-split cases (``fused_vs_split``), and MixNet-S training in
+# channels-last only (``mixnet_train_formats``: the faster format of both networks
+# in every run that measured both, ours 0.80-0.92x its NCHW step, timm's 0.71-0.74x;
+# the full profile measures both).
 PROFILES = {
     'smoke': dict(layer_batch=1, doconv_batch=1, backbone_batch=1, mixnet_batch=1, resolution=64,
                   layer_scale=4, subset='smoke', warmup=1, min_repeats=3, max_repeats=3,
@@ -94,21 +100,24 @@ PROFILES = {
                   layer_modes=('train', 'forward', 'eval'),
                   memory_modes=('train', 'eval', 'deploy', 'train_step'),
                   train_batch=2, train_resolution=64, train_resnet=18, train_warmup=1,
-                  train_repeats=3, train_amp=False, train_channels_last=False),
+                  train_repeats=3, train_amp=False, train_channels_last=False,
+                  mixnet_train_formats=('nchw', 'cl')),
     'quick': dict(layer_batch=8, doconv_batch=32, backbone_batch=1, mixnet_batch=4, resolution=224,
                   layer_scale=1, subset='quick', warmup=2, min_repeats=7, max_repeats=11,
-                  resnet_min_repeats=31,
+                  resnet_min_repeats=17,
                   case_budget_s=0.6, min_sample_ms=10.0, backbone_train=False, fused_vs_split=False,
                   layer_modes=('train', 'eval'), memory_modes=('train_step',),
                   train_batch=8, train_resolution=224, train_resnet=18, train_warmup=1,
-                  train_repeats=5, train_amp=False, train_channels_last=False),
+                  train_repeats=9, train_amp=False, train_channels_last=False,
+                  mixnet_train_formats=('cl', )),
     'full': dict(layer_batch=32, doconv_batch=32, backbone_batch=8, mixnet_batch=16, resolution=224,
                  layer_scale=1, subset='full', warmup=3, min_repeats=15, max_repeats=31,
                  case_budget_s=4.0, min_sample_ms=50.0, backbone_train=True, fused_vs_split=True,
                  layer_modes=('train', 'forward', 'eval'),
                  memory_modes=('train', 'forward', 'eval', 'deploy', 'train_step'),
                  train_batch=32, train_resolution=224, train_resnet=18, train_warmup=3,
-                 train_repeats=15, train_amp=False, train_channels_last=False),
+                 train_repeats=15, train_amp=False, train_channels_last=False,
+                 mixnet_train_formats=('nchw', 'cl')),
 }
 #: What ``--device cuda`` changes in a profile: AMP (fp16) channels-last training steps of
 #: ResNet-50 at batch 64 (the GPU targets of issue 14).
@@ -116,7 +125,7 @@ CUDA_OVERRIDES = dict(train_batch=64, train_resolution=224, train_resnet=50, tra
                       train_channels_last=True)
 
 # ResNet-50 3x3 convs (input of each stage's 3x3 conv): channels, spatial size, quick.
-DOCONV_SHAPES = [(64, 56, True), (128, 28, True), (256, 14, True), (512, 7, True)]
+DOCONV_SHAPES = [(64, 56, True), (128, 28, False), (256, 14, False), (512, 7, True)]
 # MixConvs: channels, input size, kernels, stride, quick. The first three are
 # the brief's examples; the rest are MixNet-S's other mixed depthwise convs.
 MIXCONV_SHAPES = [

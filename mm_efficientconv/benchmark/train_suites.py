@@ -236,10 +236,11 @@ def bench_mixnet_train(cfg: dict, device: torch.device) -> dict:
     ours.load_state_dict(convert_timm_mixnet(timm_model.model.state_dict(),
                                              backbone_prefix='backbone.', head_prefix='head.fc.'))
     check = dict(ours=_logits_diff(ours, timm_model, cfg, device))
-    models = {'ours@nchw': ours, 'timm@nchw': timm_model,
-              'ours@cl': copy.deepcopy(ours), 'timm@cl': copy.deepcopy(timm_model)}
+    models, pairs = {}, {}
+    for fmt in cfg['mixnet_train_formats']:
+        models.update({f'ours@{fmt}': copy.deepcopy(ours), f'timm@{fmt}': copy.deepcopy(timm_model)})
+        pairs[f'ours/timm@{fmt}'] = (f'ours@{fmt}', f'timm@{fmt}')
     steps = _train_steps(models, cfg, device, {n: n.endswith('@cl') for n in models})
-    pairs = {'ours/timm@nchw': ('ours@nchw', 'timm@nchw'), 'ours/timm@cl': ('ours@cl', 'timm@cl')}
     res = _measure(steps, pairs, cfg, device)
     add_best_format_ratio(res, ('ours', 'timm'), 'ours best/timm best')
     log('mixnet_s train step: ' + fmt_ratios(res['ratios']))

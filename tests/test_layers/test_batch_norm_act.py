@@ -13,10 +13,28 @@ from mm_efficientconv.layers import batch_norm_act as bna
 from mm_efficientconv.layers.batch_norm_act import FusedConvModule, batch_norm_act
 
 pytestmark = [
-    pytest.mark.usefixtures('one_thread'),
-    pytest.mark.skipif(not bna.fused_batch_norm_act_available(),
+    pytest.mark.usefixtures('one_thread', 'fused_on'),
+    pytest.mark.skipif(bna._ext is None or not hasattr(bna._ext, 'batch_norm_act_forward'),
                        reason='compiled op mm_efficientconv._ext without batch_norm_act'),
 ]
+
+
+@pytest.fixture
+def fused_on():
+    """The fused op is off by default (experimental); these tests turn it on."""
+    previous = bna.set_fused_batch_norm_act(True)
+    yield
+    bna.set_fused_batch_norm_act(previous)
+
+
+def test_off_by_default():
+    import subprocess
+    import sys
+    code = ('import os; os.environ.pop("MMEFF_FUSED_BN_ACT", None); '
+            'from mm_efficientconv.layers import batch_norm_act as b; '
+            'print(b.fused_batch_norm_act_available())')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'False'
 
 ACTS = {'none': lambda: None, 'relu': lambda: nn.ReLU(inplace=True), 'silu': lambda: nn.SiLU(),
         'silu_inplace': lambda: nn.SiLU(inplace=True)}
@@ -59,7 +77,7 @@ def test_matches_the_stock_modules(act_name, channels_last, momentum):
         x_ref = x.detach().clone().requires_grad_()
         out = batch_norm_act(x, norm, act)
         expected = stock(x_ref, ref_norm, ref_act)
-        assert uses_fused_op(out)
+        assert uses_fused_op(out) == (act_name != 'relu')  # ReLU: the stock modules
         assert out.stride() == expected.stride()
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
         grad = torch.randn_like(out)
@@ -82,7 +100,7 @@ def test_shapes_that_are_both_nchw_and_channels_last(shape):
     ref = copy.deepcopy(norm)
     x = make_input(shape, channels_last=True).requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
-    out, expected = batch_norm_act(x, norm, nn.ReLU()), stock(x_ref, ref, nn.ReLU())
+    out, expected = batch_norm_act(x, norm, nn.SiLU()), stock(x_ref, ref, nn.SiLU())
     assert uses_fused_op(out)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     grad = torch.randn(shape)  # an NCHW gradient for a channels-last-strided input
@@ -165,7 +183,7 @@ class _SubclassBN(nn.BatchNorm2d):
 
 
 @pytest.mark.parametrize('case', [
-    'eval', 'subclass_norm', 'group_norm', 'other_act', 'no_affine', 'float64', 'bfloat16',
+    'eval', 'subclass_norm', 'group_norm', 'other_act', 'relu', 'no_affine', 'float64', 'bfloat16',
     'strided', 'forward_hook', 'global_hook', 'disabled'
 ])
 def test_falls_back_to_the_modules(case):
@@ -183,6 +201,8 @@ def test_falls_back_to_the_modules(case):
         norm = nn.GroupNorm(3, 12)
     elif case == 'other_act':
         act = nn.Hardswish()
+    elif case == 'relu':
+        act = nn.ReLU()
     elif case == 'no_affine':
         norm = nn.BatchNorm2d(12, affine=False)
     elif case == 'float64':
@@ -236,7 +256,7 @@ def test_fused_conv_module_is_a_conv_module(act_cfg, channels_last):
         ref.train(mode == 'train')
         xo, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
         out, expected = ours(xo), ref(xr)
-        assert uses_fused_op(out) == (mode == 'train')
+        assert uses_fused_op(out) == (mode == 'train' and act_cfg != dict(type='ReLU'))
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
         out.sum().backward()
         expected.sum().backward()
@@ -254,30 +274,44 @@ def test_fused_conv_module_is_a_conv_module(act_cfg, channels_last):
     assert not uses_fused_op(out) and torch.equal(out, ref(x, norm=False))
 
 
+@pytest.mark.xfail(strict=True, reason='known: the fused op loses gradient precision inside a '
+                   'whole MixNet-S (cause not found; why it is off by default)')
 def test_mixnet_training_step_is_as_accurate_as_the_stock_modules():
-    """MixNet-S (every BN + ReLU/SiLU fused) trains like its stock modules: the
-    gradients' error against float64 is within a small factor of stock
-    float32's (some gradients are exactly 0 in exact arithmetic, e.g. the bias
-    of a BN that another BN follows, so relative closeness says nothing)."""
+    """MixNet-S with every BN + SiLU and lone BN fused should train like its stock
+    modules: each gradient's error against float64 is within a small factor of
+    stock float32's (some gradients are exactly 0 in exact arithmetic, e.g. the
+    bias of a BN that another BN follows, so relative closeness says nothing).
+    The setting of the SSDLite demo (BN eps 1e-3, 128x128, batch 4), in which
+    fusing ReLU as well gave ~30x stock's error at the stem."""
     from mm_efficientconv.backbones import MixNet
     torch.manual_seed(0)
-    model = MixNet(arch='s', out_indices=(6, )).train()
+    model = nn.ModuleDict(dict(
+        backbone=MixNet(arch='s', out_indices=(3, 5, 7), norm_cfg=dict(type='BN', eps=1e-3)),
+        head=nn.Linear(1536, 10))).train()
+    for module in model.modules():  # MixNet's ConvModules, made fused ones
+        if type(module) is ConvModule:
+            module.__class__ = FusedConvModule
     ref, ref64 = copy.deepcopy(model), copy.deepcopy(model).double()
-    x = torch.randn(2, 3, 64, 64)
-    out = model(x)[-1]
+    x, target = torch.randn(4, 3, 128, 128), torch.randint(0, 10, (4, ))
+
+    def loss_of(m, inputs):
+        logits = m['head'](m['backbone'](inputs)[-1].mean((2, 3)))
+        return nn.functional.cross_entropy(logits, target)
+
+    loss = loss_of(model, x)
     previous = bna.set_fused_batch_norm_act(False)
     try:
-        expected, exact = ref(x)[-1], ref64(x.double())[-1]
+        expected, exact = loss_of(ref, x), loss_of(ref64, x.double())
     finally:
         bna.set_fused_batch_norm_act(previous)
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
-    for y in (out, expected, exact):
-        y.square().mean().backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-5)
+    for y in (loss, expected, exact):
+        y.backward()
     for (name, p), q, r in zip(model.named_parameters(), ref.parameters(), ref64.parameters()):
         if r.grad is None:
             continue
         fused_err = (p.grad.double() - r.grad).abs().max().item()
         stock_err = (q.grad.double() - r.grad).abs().max().item()
-        assert fused_err <= 3 * stock_err + 1e-6 * r.grad.abs().max().item(), name
+        assert fused_err <= 3 * stock_err + 1e-7 * r.grad.abs().max().item(), name
     for (name, b), c in zip(model.named_buffers(), ref.buffers()):
         torch.testing.assert_close(b, c, rtol=1e-5, atol=1e-6, msg=name)

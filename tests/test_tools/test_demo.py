@@ -1,10 +1,13 @@
 """The classification part of the demo (`make demo`) end to end on a shortened
 schedule: train, evaluate, fold, re-evaluate, export ONNX, write summary.json
 (the dense part: test_demo_dense.py)."""
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,3 +32,15 @@ def test_demo_short_run(tmp_path):
     # the BSConv-S model trained with the regulariser in its loss, the others without
     assert rows[0]['final_loss_ortho'] > 0
     assert rows[1]['final_loss_ortho'] is None
+
+
+def test_jobs_option(capsys):
+    spec = importlib.util.spec_from_file_location('run_demo',
+                                                  REPO / 'tools' / 'demo' / 'run_demo.py')
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    assert demo.parse_args([]).jobs == 2 and demo.parse_args(['--jobs', '1']).jobs == 1
+    for bad in ('0', '-1'):
+        with pytest.raises(SystemExit):
+            demo.parse_args(['--jobs', bad])
+        assert f'--jobs must be >= 1 (1: one model at a time), got {bad}' in capsys.readouterr().err

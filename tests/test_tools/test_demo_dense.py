@@ -7,6 +7,8 @@ import importlib.util
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from mmengine.config import Config
@@ -136,5 +138,82 @@ def test_dense_demo_smoke_run(repo_root, tmp_path):
     assert ssd['value_folded'] == ssd['value'] and ssd['value_folded_stock'] is None
     assert ssd['mixconv_folded'] > 0
     assert 'Epoch(train) [1][2/2]' in (tmp_path / det['model'] / 'train_output.log').read_text()
-    assert 'Iter(train) [2/2]' in (tmp_path / seg['model'] / 'train_output.log').read_text()
+    assert seg['checkpoint'].endswith('iter_2.pth')  # at batch 4 the log's first line is iter 10
     assert 'digit scenes written' in out.stdout
+
+
+def test_run_models_schedules_longest_first_and_keeps_the_order(repo_root, capsys):
+    """Two pipelines at once, the segmentation models first; rows in the
+    requested order whatever the finishing order. Nothing is trained."""
+    dense = _dense_module(repo_root)
+    names = list(dense.MODELS)  # detection first
+    seg = {'deeplabv3_r18-doconv', 'deeplabv3_r18-plain'}
+    lock, running, started, peak = threading.Lock(), set(), [], [0]
+
+    def fake_run(name, work_dir, data_root, seed, env, iters, log_lines=False, stop=None):
+        assert log_lines and not stop.is_set()
+        with lock:
+            started.append(name)
+            running.add(name)
+            peak[0] = max(peak[0], len(running))
+        time.sleep(0.3 if name in seg else 0.05)
+        with lock:
+            running.remove(name)
+        return dict(model=name, metric='mIoU', value=0.5, train_seconds=1.0)
+
+    rows = dense.run_models(names, 'w', 'd', 0, {}, jobs=2, run=fake_run)
+    assert [r['model'] for r in rows] == names
+    assert set(started[:2]) == seg and started == dense.longest_first(names)
+    assert peak[0] == 2
+    finished = [line.split(']')[0][1:] for line in capsys.readouterr().out.splitlines()]
+    assert set(finished[:2]) == seg and sorted(finished) == sorted(names)
+
+
+def test_run_models_one_at_a_time(repo_root):
+    dense = _dense_module(repo_root)
+    calls = []
+
+    def fake_run(name, *args, **kwargs):
+        calls.append((name, kwargs))
+        return dict(model=name, metric='mIoU', value=None, train_seconds=1.0)
+
+    names = ['faster-rcnn_r18-plain', 'deeplabv3_r18-plain']
+    rows = dense.run_models(names, 'w', 'd', 0, {}, jobs=1, run=fake_run)
+    assert [r['model'] for r in rows] == names
+    assert calls == [(name, {}) for name in names]  # as given, with the progress bar
+
+
+@pytest.mark.parametrize('stopped_ends_first', [False, True])
+def test_run_models_stops_the_others_on_a_failure(repo_root, stopped_ends_first):
+    """The failure is raised (also when the pipeline it stopped ends first) and
+    no waiting model starts."""
+    dense = _dense_module(repo_root)
+    seen, ended = [], threading.Event()
+
+    def fake_run(name, *args, log_lines=False, stop=None):
+        seen.append(name)
+        if name == 'deeplabv3_r18-plain':
+            if stopped_ends_first:
+                stop.set()
+                assert ended.wait(5)
+            raise RuntimeError('training failed')
+        assert stop.wait(5), 'the other pipeline was not told to stop'
+        ended.set()
+        raise dense.Stopped(name)
+
+    with pytest.raises(RuntimeError, match='training failed'):
+        dense.run_models(list(dense.MODELS), 'w', 'd', 0, {}, jobs=2, run=fake_run)
+    assert sorted(seen) == ['deeplabv3_r18-doconv', 'deeplabv3_r18-plain']  # no det model started
+
+
+def test_train_progress_lines(repo_root, capsys):
+    dense = _dense_module(repo_root)
+    progress = dense._TrainProgress(None, name='m')
+    for i in range(10, 101, 10):
+        progress.feed(f'Iter(train) [{i:4d}/100]  lr: 1e-3')
+    progress = dense._TrainProgress(2, name='d')
+    progress.feed('Epoch(train) [2][ 50/100]  lr: 1e-3')
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in lines] == [f'{p}%' for p in range(10, 101, 10)] + ['75%']
+    assert lines[0].startswith('[m] training  10% (10/100 iterations, ')
+    assert lines[-1].startswith('[d] training  75% (150/200 iterations, ')

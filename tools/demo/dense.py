@@ -2,12 +2,14 @@
 """The dense part of the demo: detection and segmentation on digit scenes.
 
 For each model: train its config in ``configs/demo`` with ``tools/train.py``
-(a subprocess, as a user would; progress bar from its log), read the final
+(a subprocess, as a user would; progress from its log), read the final
 held-out metric, fold the checkpoint with ``tools/deploy/fold_checkpoint.py``
 and evaluate the folded checkpoint with ``tools/demo/evaluate_checkpoint.py``:
 DO-Conv models in their plain twin config in a process that never imports
 mm_efficientconv (``value_folded_stock``), SSDLite MixNet-S in its own config
 in deploy form (``value_folded``). Plain models have nothing to fold.
+``run_models`` runs these pipelines one after the other or several at once
+(longest first), the rows always in the requested order.
 
 Used by ``tools/demo/run_demo.py --tasks det seg``.
 """
@@ -17,8 +19,10 @@ import os.path as osp
 import re
 import subprocess
 import sys
+import threading
 import time
-from typing import Dict, List, Optional
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+from typing import Callable, Dict, List, Optional
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO, 'tools', 'train.py')
@@ -27,21 +31,27 @@ EVALUATE = osp.join(REPO, 'tools', 'demo', 'evaluate_checkpoint.py')
 SCENES_SEED = 0  # the scenes are the same for every --seed; --seed changes the training runs
 
 _DEMO = 'configs/demo/'
-# name -> task, config, how the checkpoint is folded and evaluated, floor of the held-out metric
+# name -> task, config, how the checkpoint is folded and evaluated, floor of the held-out metric,
+# training seconds measured on one thread, the other core busy (``run_models`` starts the longest
+# first)
 MODELS: Dict[str, dict] = {
     'faster-rcnn_r18-doconv': dict(
         task='det', config=_DEMO + 'faster-rcnn_r18-doconv_fpn_digit-scenes.py',
-        stock_config=_DEMO + 'faster-rcnn_r18_fpn_digit-scenes.py', floor=0.80),
+        stock_config=_DEMO + 'faster-rcnn_r18_fpn_digit-scenes.py', floor=0.80,
+        expected_seconds=160),
     'faster-rcnn_r18-plain': dict(
-        task='det', config=_DEMO + 'faster-rcnn_r18_fpn_digit-scenes.py', floor=0.80),
+        task='det', config=_DEMO + 'faster-rcnn_r18_fpn_digit-scenes.py', floor=0.80,
+        expected_seconds=145),
     'ssdlite_mixnet-s': dict(
         task='det', config=_DEMO + 'ssdlite_mixnet-s_digit-scenes.py', deployed=True,
-        floor=0.60),
+        floor=0.60, expected_seconds=160),
     'deeplabv3_r18-doconv': dict(
         task='seg', config=_DEMO + 'deeplabv3_r18-d8-doconv_digit-scenes.py',
-        stock_config=_DEMO + 'deeplabv3_r18-d8_digit-scenes.py', floor=0.60),
+        stock_config=_DEMO + 'deeplabv3_r18-d8_digit-scenes.py', floor=0.60,
+        expected_seconds=415),
     'deeplabv3_r18-plain': dict(
-        task='seg', config=_DEMO + 'deeplabv3_r18-d8_digit-scenes.py', floor=0.60),
+        task='seg', config=_DEMO + 'deeplabv3_r18-d8_digit-scenes.py', floor=0.60,
+        expected_seconds=415),
 }
 METRICS = {'det': 'bbox_mAP_50', 'seg': 'mIoU'}
 
@@ -75,16 +85,31 @@ def schedule_options(cfg, iters: int) -> List[str]:
             f'train_dataloader.dataset.indices={iters * batch}']
 
 
+_PRINT_LOCK = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Prints ``line`` whole (concurrent pipelines print from several threads)."""
+    with _PRINT_LOCK:
+        sys.stdout.write(line + '\n')
+        sys.stdout.flush()
+
+
 class _TrainProgress:
-    """A progress bar driven by the ``Epoch(train) [e][i/n]`` / ``Iter(train)
-    [i/n]`` lines of mmengine's log."""
+    """Training progress from the ``Epoch(train) [e][i/n]`` / ``Iter(train)
+    [i/n]`` lines of mmengine's log: a progress bar, or, when ``name`` is given
+    (several models train at once), a ``[name] training 30% ...`` line every
+    ``step`` percent."""
     _EPOCH = re.compile(r'Epoch\(train\)\s*\[(\d+)\]\[\s*(\d+)/(\d+)\]')
     _ITER = re.compile(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]')
 
-    def __init__(self, max_epochs: Optional[int]):
+    def __init__(self, max_epochs: Optional[int], name: Optional[str] = None, step: int = 10):
         self.max_epochs = max_epochs
+        self.name, self.step = name, step
         self.bar = None
         self.done = 0
+        self.next_percent = step
+        self.start = time.perf_counter()
 
     def feed(self, line: str) -> None:
         m = self._EPOCH.search(line)
@@ -96,6 +121,13 @@ class _TrainProgress:
             if not m:
                 return
             done, total = (int(v) for v in m.groups())
+        if self.name is not None:
+            percent = 100 * done // total
+            if percent >= self.next_percent:
+                say(f'[{self.name}] training {percent:3d}% ({done}/{total} iterations, '
+                    f'{time.perf_counter() - self.start:.0f} s)')
+                self.next_percent = (percent // self.step + 1) * self.step
+            return
         if self.bar is None:
             from mmengine.utils import ProgressBar
             self.bar = ProgressBar(total)
@@ -109,20 +141,30 @@ class _TrainProgress:
             sys.stdout.flush()
 
 
-def _run(cmd: List[str], log_file: str, env: dict, on_line=None) -> str:
+class Stopped(RuntimeError):
+    """A pipeline stopped because another one failed."""
+
+
+def _run(cmd: List[str], log_file: str, env: dict, on_line=None,
+         stop: Optional[threading.Event] = None) -> str:
     """Runs ``cmd`` (cwd: the repository), writes its output to ``log_file``
-    and returns it; raises with the tail of the output on failure."""
+    and returns it; raises with the tail of the output on failure, and
+    terminates it, raising ``Stopped``, once ``stop`` is set."""
     lines = []
     with open(log_file, 'w', encoding='utf-8') as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=dict(env, PYTHONUNBUFFERED='1'),
                                 stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in proc.stdout:
-            log.write(line)
-            lines.append(line)
-            if on_line is not None:
-                on_line(line)
-        proc.wait()
+        with proc:
+            for line in proc.stdout:
+                log.write(line)
+                lines.append(line)
+                if on_line is not None:
+                    on_line(line)
+                if stop is not None and stop.is_set():
+                    proc.terminate()
+                    raise Stopped(f'{" ".join(cmd[1:3])} stopped (log: {log_file})')
+            proc.wait()
     output = ''.join(lines)
     if proc.returncode != 0:
         raise RuntimeError(f'{" ".join(cmd[1:3])} failed (exit code {proc.returncode}; log: '
@@ -174,8 +216,12 @@ def _evaluation(output: str) -> dict:
 
 
 def run_model(name: str, work_dir: str, data_root: str, seed: int, env: dict,
-              iters: Optional[int] = None) -> dict:
-    """Trains, folds and evaluates one dense model; returns its summary row."""
+              iters: Optional[int] = None, log_lines: bool = False,
+              stop: Optional[threading.Event] = None) -> dict:
+    """Trains, folds and evaluates one dense model; returns its summary row.
+
+    ``log_lines``: training progress as ``[name]`` lines instead of a bar;
+    ``stop``: set by another pipeline's failure, ends this one."""
     from mmengine.config import Config
     spec = MODELS[name]
     task, config = spec['task'], spec['config']
@@ -188,11 +234,11 @@ def run_model(name: str, work_dir: str, data_root: str, seed: int, env: dict,
         train_opts += schedule_options(cfg, iters)
     max_epochs = None if 'max_iters' in cfg.train_cfg else (1 if iters else
                                                                cfg.train_cfg.max_epochs)
-    print(f'\n[{name}] training {config} with tools/train.py', flush=True)
-    progress = _TrainProgress(max_epochs)
+    say(('' if log_lines else '\n') + f'[{name}] training {config} with tools/train.py')
+    progress = _TrainProgress(max_epochs, name if log_lines else None)
     start = time.perf_counter()
     _run([sys.executable, TRAIN, config, '--work-dir', out_dir, '--cfg-options'] + train_opts,
-         osp.join(out_dir, 'train_output.log'), env, progress.feed)
+         osp.join(out_dir, 'train_output.log'), env, progress.feed, stop)
     train_seconds = time.perf_counter() - start
     progress.close()
     row = dict(model=name, task=task, metric=METRICS[task], config=config, seed=seed)
@@ -205,8 +251,9 @@ def run_model(name: str, work_dir: str, data_root: str, seed: int, env: dict,
         fold_cmd = [sys.executable, FOLD, config, checkpoint, deploy_ckpt, '--force']
         if spec.get('stock_config'):
             fold_cmd += ['--check-stock-config', spec['stock_config']]
-        print(f'[{name}] folding {osp.basename(checkpoint)} with fold_checkpoint.py', flush=True)
-        row.update(_parse_fold(_run(fold_cmd, osp.join(out_dir, 'fold_output.log'), env)))
+        say(f'[{name}] folding {osp.basename(checkpoint)} with fold_checkpoint.py')
+        row.update(_parse_fold(_run(fold_cmd, osp.join(out_dir, 'fold_output.log'), env,
+                                    stop=stop)))
         eval_config = spec.get('stock_config') or config
         eval_cmd = [sys.executable, EVALUATE, eval_config, deploy_ckpt, '--work-dir',
                     osp.join(out_dir, 'evaluate_folded'), '--cfg-options'] + opts
@@ -214,8 +261,9 @@ def run_model(name: str, work_dir: str, data_root: str, seed: int, env: dict,
             eval_cmd.insert(4, '--deployed')
         where = 'in its own config (deploy form)' if spec.get('deployed') else \
             f'in {eval_config} without mm_efficientconv'
-        print(f'[{name}] evaluating the folded checkpoint {where}', flush=True)
-        report = _evaluation(_run(eval_cmd, osp.join(out_dir, 'evaluate_output.log'), env))
+        say(f'[{name}] evaluating the folded checkpoint {where}')
+        report = _evaluation(_run(eval_cmd, osp.join(out_dir, 'evaluate_output.log'), env,
+                                  stop=stop))
         folded = metric_value(task, report['metrics'])
         key = 'value_folded' if spec.get('deployed') else 'value_folded_stock'
         row[key] = folded['value']
@@ -226,6 +274,64 @@ def run_model(name: str, work_dir: str, data_root: str, seed: int, env: dict,
             row['mixconv_folded'] = report['mixconv_folded']
     row['checkpoint'] = checkpoint
     return row
+
+
+def longest_first(names: List[str]) -> List[str]:
+    """``names`` by expected training time, longest first (ties: given order)."""
+    return sorted(names, key=lambda name: -MODELS[name]['expected_seconds'])
+
+
+def _result_line(row: dict) -> str:
+    folded = row['value_folded_stock'] if row.get('value_folded_stock') is not None \
+        else row.get('value_folded')
+    value, folded = ('-' if v is None else f'{v:g}' for v in (row['value'], folded))
+    return (f"[{row['model']}] {row['metric']} {value}  folded {folded}  "
+            f"({row['train_seconds']:.0f} s training)")
+
+
+def run_models(names: List[str], work_dir: str, data_root: str, seed: int, env: dict,
+               iters: Optional[int] = None, jobs: int = 1,
+               run: Callable[..., dict] = run_model) -> List[dict]:
+    """Runs the pipeline of each model in ``names`` (``run_model``): one after
+    the other with a progress bar (``jobs=1``), or ``jobs`` at a time, the
+    longest first, with ``[name]`` progress lines. The rows come back in the
+    order of ``names`` whatever the finishing order; the first failure stops
+    the other pipelines and is raised."""
+    if jobs == 1:
+        rows = []
+        for name in names:
+            rows.append(run(name, work_dir, data_root, seed, env, iters))
+            say(_result_line(rows[-1]))
+        return rows
+    stop = threading.Event()
+
+    def pipeline(name):
+        if stop.is_set():
+            raise Stopped(f'{name}: not started')
+        try:
+            return run(name, work_dir, data_root, seed, env, iters, log_lines=True, stop=stop)
+        except BaseException:
+            stop.set()  # before this worker takes the next model; the running ones end at
+            raise  # their next output line
+
+    rows = {}
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix='dense') as pool:
+        # the pool starts them in this order
+        futures = {pool.submit(pipeline, name): name for name in longest_first(names)}
+        try:
+            for future in as_completed(futures):
+                rows[futures[future]] = future.result()
+                say(_result_line(rows[futures[future]]))
+        except BaseException as error:  # a failure, or Ctrl+C here
+            stop.set()
+            for future in futures:
+                future.cancel()
+            if isinstance(error, Stopped):  # raise the failure that stopped this one
+                wait(futures)
+                errors = [f.exception() for f in futures if not f.cancelled()]
+                error = next((e for e in errors if e and not isinstance(e, Stopped)), error)
+            raise error
+    return [rows[name] for name in names]
 
 
 def check_rows(rows: List[dict], floors: bool = True) -> List[str]:

@@ -20,7 +20,9 @@ holds a digit image seen in training), written as COCO and VOC-style data;
 Faster R-CNN R18 (DO-Conv and plain), SSDLite MixNet-S and DeepLabV3 R18
 (DO-Conv and plain) of ``configs/demo`` are trained with ``tools/train.py``,
 folded with ``tools/deploy/fold_checkpoint.py`` and the folded checkpoints
-evaluated in the stock configs without the plugin.
+evaluated in the stock configs without the plugin, ``--jobs`` models at a time
+(default 2: two pipelines, each subprocess on one thread, the longest first;
+the classification part then trains beside them, on one thread).
 
 It prints one table and writes ``<work-dir>/summary.json``; it exits
 non-zero when a folded model evaluates differently or a model misses its
@@ -29,6 +31,7 @@ floor.
 Example:
     python tools/demo/run_demo.py --work-dir work_dirs/demo
     python tools/demo/run_demo.py --tasks det seg --seed 1
+    python tools/demo/run_demo.py --tasks det seg --jobs 1  # one model at a time
 """
 import argparse
 import copy
@@ -37,6 +40,7 @@ import os
 import os.path as osp
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -75,25 +79,35 @@ MODELS = {
 
 
 class ProgressHook(Hook):
-    """A one-line progress bar per model (mmengine's ProgressBar)."""
+    """A one-line progress bar per model (mmengine's ProgressBar), or, while
+    the dense pipelines print beside it (``lines=True``), a ``[name]`` line at
+    every quarter."""
 
     priority = 'VERY_LOW'
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, lines: bool = False):
         self.name = name
+        self.lines = lines
         self.bar = None
+        self.total = self.done = 0
 
     def before_train(self, runner):
         from mmengine.utils import ProgressBar
-        total = runner.max_epochs * len(runner.train_dataloader)
-        print(f'\n[{self.name}] training {runner.max_epochs} epochs ({total} iterations)', flush=True)
-        self.bar = ProgressBar(total)
+        self.total = runner.max_epochs * len(runner.train_dataloader)
+        dense.say(f'\n[{self.name}] training {runner.max_epochs} epochs ({self.total} iterations)')
+        self.bar = None if self.lines else ProgressBar(self.total)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        self.bar.update()
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update()
+        elif self.done * 4 // self.total > (self.done - 1) * 4 // self.total:
+            dense.say(f'[{self.name}] training {100 * self.done // self.total:3d}% '
+                      f'({self.done}/{self.total} iterations)')
 
     def after_train(self, runner):
-        sys.stdout.write('\n')
+        if self.bar is not None:
+            sys.stdout.write('\n')
 
 
 def build_cfg(name: str, work_dir: str, epochs: int, seed: int, batch_size: int) -> dict:
@@ -139,10 +153,10 @@ def build_cfg(name: str, work_dir: str, epochs: int, seed: int, batch_size: int)
     )
 
 
-def run_one(name: str, args) -> dict:
+def run_one(name: str, args, lines: bool = False) -> dict:
     cfg = build_cfg(name, args.work_dir, args.epochs, args.seed, args.batch_size)
     runner = Runner.from_cfg(_as_config(cfg))
-    runner.register_hook(ProgressHook(name), priority='VERY_LOW')
+    runner.register_hook(ProgressHook(name, lines), priority='VERY_LOW')
     start = time.perf_counter()
     runner.train()
     train_seconds = time.perf_counter() - start
@@ -221,7 +235,10 @@ def parse_args(argv=None):
                         help='exit non-zero if a classifier ends below this top-1 (default: 90)')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch threads, also of the dense subprocesses (default: torch\'s '
-                        'own choice)')
+                        'own choice; 1 per dense subprocess when --jobs > 1)')
+    parser.add_argument('--jobs', type=int, default=2,
+                        help='detection/segmentation models trained, folded and evaluated at '
+                        'once, the longest first (default: 2; 1: one after the other)')
     parser.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS),
                         help='subset of classification models to run (default: all)')
     parser.add_argument('--dense-models', nargs='+', default=None, choices=list(dense.MODELS),
@@ -240,6 +257,10 @@ def parse_args(argv=None):
         args.dense_models = [n for n, m in dense.MODELS.items() if m['task'] in args.tasks]
     elif any(dense.MODELS[n]['task'] not in args.tasks for n in args.dense_models):
         parser.error('--dense-models lists a model of a task not in --tasks')
+    if args.jobs < 1:
+        parser.error(f'--jobs must be >= 1 (1: one model at a time), got {args.jobs}')
+    if args.threads is not None and args.threads < 1:
+        parser.error(f'--threads must be >= 1, got {args.threads}')
     if args.dense_iters is not None and args.dense_iters < 1:
         parser.error(f'--dense-iters must be >= 1, got {args.dense_iters}')
     return args
@@ -252,21 +273,17 @@ def run_dense(args) -> list:
     start = time.perf_counter()
     info = write_digit_scenes(osp.join(args.work_dir, 'digit_scenes'), seed=dense.SCENES_SEED,
                               overwrite=True, **kwargs)
-    print(f"\ndigit scenes {'written' if info['written'] else 'reused'}: {info['data_root']} "
-          f'({time.perf_counter() - start:.1f} s)', flush=True)
+    dense.say(f"\ndigit scenes {'written' if info['written'] else 'reused'}: {info['data_root']} "
+              f'({time.perf_counter() - start:.1f} s)')
     env = dict(os.environ)
-    if args.threads:
-        env['OMP_NUM_THREADS'] = str(args.threads)
-    rows = []
-    for name in args.dense_models:
-        row = dense.run_model(name, osp.abspath(args.work_dir), info['data_root'], args.seed,
-                              env, args.dense_iters)
-        rows.append(row)
-        folded = row['value_folded_stock'] if row['value_folded_stock'] is not None \
-            else row['value_folded']
-        print(f"[{name}] {row['metric']} {_fmt(row['value'])}  folded {_fmt(folded)}  "
-              f"({row['train_seconds']:.0f} s training)", flush=True)
-    return rows
+    threads = args.threads or (1 if args.jobs > 1 else None)  # concurrent: one core each
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if args.jobs > 1:
+        print(f'{min(args.jobs, len(args.dense_models))} pipelines at once, '
+              f'{threads} thread(s) per subprocess', flush=True)
+    return dense.run_models(args.dense_models, osp.abspath(args.work_dir), info['data_root'],
+                            args.seed, env, args.dense_iters, jobs=args.jobs)
 
 
 def main(argv=None) -> int:
@@ -279,12 +296,35 @@ def main(argv=None) -> int:
     np.random.seed(args.seed)
     rows = []
     total = time.perf_counter()
+    # With --jobs > 1 the dense pipelines start first, in a thread of their own, and the
+    # classification part trains here beside them on one thread (--threads to change), so the
+    # cores stay busy to the end; its train_seconds are then those of a shared machine.
+    beside = 'cls' in args.tasks and bool(args.dense_models) and args.jobs > 1
+    dense_result = {}
+    if beside:
+        torch.set_num_threads(args.threads or 1)
+
+        def dense_part():
+            try:
+                dense_result['rows'] = run_dense(args)
+            except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
+                dense_result['error'] = error
+
+        dense_thread = threading.Thread(target=dense_part, name='dense', daemon=True)
+        dense_thread.start()
     if 'cls' in args.tasks:
         for name in args.models:
-            rows.append(run_one(name, args))
-            print(f'[{name}] top1 {rows[-1]["top1"]:.2f}  folded {rows[-1]["top1_folded"]:.2f}  '
-                  f'onnx diff {rows[-1]["onnx_max_abs_diff"]:.2e}', flush=True)
-    dense_rows = run_dense(args) if args.dense_models else []
+            rows.append(run_one(name, args, lines=beside))
+            dense.say(f'[{name}] top1 {rows[-1]["top1"]:.2f}  folded '
+                      f'{rows[-1]["top1_folded"]:.2f}  onnx diff '
+                      f'{rows[-1]["onnx_max_abs_diff"]:.2e}')
+    if beside:
+        dense_thread.join()
+        if 'error' in dense_result:
+            raise dense_result['error']
+        dense_rows = dense_result['rows']
+    else:
+        dense_rows = run_dense(args) if args.dense_models else []
     rows += dense_rows
     print_table(rows)
     out = osp.join(args.work_dir, 'summary.json')
