@@ -87,8 +87,8 @@ KEY_SOURCES = {
 # spread +-20% on the shared 2-core VM, so --quick gives the steps 9 rounds (5
 # gave ratios 0.03-0.1 apart run to run) and, to stay within its 2.5 minutes,
 # takes it from the layer suites: 7-11 rounds (was 11-15), two of the four DO-Conv
-# shapes (64 channels at 56x56 and 512 at 7x7, where the composition weighs the
-# most), 17 rounds of batch-1 ResNet-50 inference (was 31), no per-layer memory,
+# shapes (64 channels at 56x56, where the composition weighs the least, and 512 at
+# 7x7, where it weighs the most), 17 rounds of batch-1 ResNet-50 inference (was 31), no per-layer memory,
 # no MixConv fused-vs-split cases (``fused_vs_split``), and MixNet-S training in
 # channels-last only (``mixnet_train_formats``: the faster format of both networks
 # in every run that measured both, ours 0.80-0.92x its NCHW step, timm's 0.71-0.74x;
