@@ -142,7 +142,7 @@ def test_dense_demo_smoke_run(repo_root, tmp_path):
     assert 'digit scenes written' in out.stdout
 
 
-def test_run_models_schedules_longest_first_and_keeps_the_order(repo_root, capsys):
+def test_run_models_starts_in_the_planned_order_and_keeps_the_order(repo_root, capsys):
     """Two pipelines at once, the segmentation models first; rows in the
     requested order whatever the finishing order. Nothing is trained."""
     dense = _dense_module(repo_root)
@@ -163,10 +163,25 @@ def test_run_models_schedules_longest_first_and_keeps_the_order(repo_root, capsy
 
     rows = dense.run_models(names, 'w', 'd', 0, {}, jobs=2, run=fake_run)
     assert [r['model'] for r in rows] == names
-    assert set(started[:2]) == seg and started == dense.longest_first(names)
+    assert set(started[:2]) == seg and started == dense.start_order(names, 2)
     assert peak[0] == 2
     finished = [line.split(']')[0][1:] for line in capsys.readouterr().out.splitlines()]
     assert set(finished[:2]) == seg and sorted(finished) == sorted(names)
+
+
+def test_start_order_ends_sooner_than_longest_first(repo_root):
+    """Two lanes, five pipelines of the demo's shape: longest-first leaves the
+    shortest one alone at the end (385 + 190 + 145 = 720 s); the planned order
+    ends at 680 s (385 + 230 | 345 + 190 + 145), the best any order can do."""
+    dense = _dense_module(repo_root)
+    seconds = dict(seg_a=385, seg_b=345, det_c=230, det_d=190, det_e=145)
+    names = list(seconds)
+    assert dense.planned_finish(names, 2, seconds) == 720
+    order = dense.start_order(names, 2, seconds)
+    assert sorted(order) == sorted(names) and order[:2] == ['seg_a', 'seg_b']
+    assert dense.planned_finish(order, 2, seconds) == 680
+    assert dense.planned_finish(names, 1, seconds) == sum(seconds.values())
+    assert dense.start_order(['seg_a'], 2, seconds) == ['seg_a']
 
 
 def test_run_models_one_at_a_time(repo_root):
