@@ -327,8 +327,8 @@ def run_models(names: List[str], work_dir: str, data_root: str, seed: int, env: 
                iters: Optional[int] = None, jobs: int = 1,
                run: Callable[..., dict] = run_model) -> List[dict]:
     """Runs the pipeline of each model in ``names`` (``run_model``): one after
-    the other with a progress bar (``jobs=1``), or ``jobs`` at a time, the
-    in ``start_order``, with ``[name]`` progress lines. The rows come back in the
+    the other with a progress bar (``jobs=1``), or ``jobs`` at a time in
+    ``start_order``, with ``[name]`` progress lines. The rows come back in the
     order of ``names`` whatever the finishing order; the first failure stops
     the other pipelines and is raised."""
     if jobs == 1:
