@@ -21,7 +21,8 @@ Faster R-CNN R18 (DO-Conv and plain), SSDLite MixNet-S and DeepLabV3 R18
 (DO-Conv and plain) of ``configs/demo`` are trained with ``tools/train.py``,
 folded with ``tools/deploy/fold_checkpoint.py`` and the folded checkpoints
 evaluated in the stock configs without the plugin, ``--jobs`` models at a time
-(default 2: two pipelines, each subprocess on one thread, in the order planned to end soonest;
+(default 2: two pipelines, each subprocess on one thread, in the order planned to
+end soonest;
 the classification part then trains beside them, on one thread).
 
 It prints one table and writes ``<work-dir>/summary.json``; it exits
@@ -241,7 +242,8 @@ def parse_args(argv=None):
                         'own choice; 1 per dense subprocess when --jobs > 1)')
     parser.add_argument('--jobs', type=int, default=2,
                         help='detection/segmentation models trained, folded and evaluated at '
-                        'once, in the order planned to end soonest (default: 2; 1: one after the other)')
+                        'once, in the order planned to end soonest (default: 2; 1: one after '
+                        'the other)')
     parser.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS),
                         help='subset of classification models to run (default: all)')
     parser.add_argument('--dense-models', nargs='+', default=None, choices=list(dense.MODELS),
