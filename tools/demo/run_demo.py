@@ -22,8 +22,7 @@ Faster R-CNN R18 (DO-Conv and plain), SSDLite MixNet-S and DeepLabV3 R18
 folded with ``tools/deploy/fold_checkpoint.py`` and the folded checkpoints
 evaluated in the stock configs without the plugin, ``--jobs`` models at a time
 (default 2: two pipelines, each subprocess on one thread, in the order planned to
-end soonest;
-the classification part then trains beside them, on one thread).
+end soonest; the classification part then trains beside them, on one thread).
 
 It prints one table and writes ``<work-dir>/summary.json``; it exits
 non-zero when a folded model evaluates differently or a model misses its
