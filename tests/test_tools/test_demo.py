@@ -34,13 +34,34 @@ def test_demo_short_run(tmp_path):
     assert rows[1]['final_loss_ortho'] is None
 
 
-def test_jobs_option(capsys):
+def _run_demo_module():
     spec = importlib.util.spec_from_file_location('run_demo',
                                                   REPO / 'tools' / 'demo' / 'run_demo.py')
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
+    return demo
+
+
+def test_jobs_option(capsys):
+    demo = _run_demo_module()
     assert demo.parse_args([]).jobs == 2 and demo.parse_args(['--jobs', '1']).jobs == 1
     for bad in ('0', '-1'):
         with pytest.raises(SystemExit):
             demo.parse_args(['--jobs', bad])
         assert f'--jobs must be >= 1 (1: one model at a time), got {bad}' in capsys.readouterr().err
+
+
+def test_progress_lines_beside_the_dense_pipelines(capsys):
+    """While the dense pipelines print, classification reports a line per quarter
+    in the dense pipelines' format instead of a progress bar."""
+    demo = _run_demo_module()
+    runner = type('FakeRunner', (), dict(max_epochs=2, train_dataloader=[0] * 4))()
+    hook = demo.ProgressHook('m', lines=True)
+    hook.before_train(runner)
+    for _ in range(8):
+        hook.after_train_iter(runner, 0)
+    hook.after_train(runner)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == ['[m] training 2 epochs (8 iterations)'] + [
+        f'[m] training {p:3d}% ({i}/8 iterations)' for p, i in ((25, 2), (50, 4), (75, 6),
+                                                                (100, 8))]

@@ -100,6 +100,13 @@ def say(line: str) -> None:
         sys.stdout.flush()
 
 
+def progress_line(name: str, done: int, total: int, seconds: Optional[float] = None) -> str:
+    """``[name] training  30% (150/500 iterations[, 54 s])``: the progress line
+    of a model trained beside others (dense pipelines and classification)."""
+    took = '' if seconds is None else f', {seconds:.0f} s'
+    return f'[{name}] training {100 * done // total:3d}% ({done}/{total} iterations{took})'
+
+
 class _TrainProgress:
     """Training progress from the ``Epoch(train) [e][i/n]`` / ``Iter(train)
     [i/n]`` lines of mmengine's log: a progress bar, or, when ``name`` is given
@@ -129,8 +136,7 @@ class _TrainProgress:
         if self.name is not None:
             percent = 100 * done // total
             if percent >= self.next_percent:
-                say(f'[{self.name}] training {percent:3d}% ({done}/{total} iterations, '
-                    f'{time.perf_counter() - self.start:.0f} s)')
+                say(progress_line(self.name, done, total, time.perf_counter() - self.start))
                 self.next_percent = (percent // self.step + 1) * self.step
             return
         if self.bar is None:

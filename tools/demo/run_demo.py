@@ -105,8 +105,7 @@ class ProgressHook(Hook):
         if self.bar is not None:
             self.bar.update()
         elif self.done * 4 // self.total > (self.done - 1) * 4 // self.total:
-            dense.say(f'[{self.name}] training {100 * self.done // self.total:3d}% '
-                      f'({self.done}/{self.total} iterations)')
+            dense.say(dense.progress_line(self.name, self.done, self.total))
 
     def after_train(self, runner):
         if self.bar is not None:
