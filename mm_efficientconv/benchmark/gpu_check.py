@@ -27,7 +27,9 @@ compiled mmcv ops).
 """
 import copy
 import math
+import os
 import os.path as osp
+import shutil
 import time
 import traceback
 from typing import Sequence
@@ -87,10 +89,18 @@ def _rel_err(got, ref) -> float:
 
 
 def check_parity(device, size: int) -> dict:
-    """Every layer and its deploy form on ``device`` vs float64 on the CPU."""
+    """Every layer and its deploy form on ``device`` vs float64 on the CPU
+    (TF32 off meanwhile; the flags are restored afterwards)."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return _check_parity(device, size)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+def _check_parity(device, size: int) -> dict:
     from mm_efficientconv.layers import switch_to_deploy
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
     precisions = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
     rows, ok = [], True
     for name, factory, shape in _layers(size):
@@ -196,7 +206,7 @@ def check_benchmark(device, cfg: dict, out_base: str) -> dict:
     from .profiles import DESCRIPTIONS
     from .report import write_report
     from .runner import run_benchmark
-    report = run_benchmark(cfg['benchmark'], device=device.type)
+    report = run_benchmark(cfg['benchmark'], device=device.type, keep_going=True)
     write_report(report, out_base + '_benchmark.json')
     keys = {k: report[k] for k in list(report['targets']) + list(report['reported'])}
     met = dict(report['met'])
@@ -207,38 +217,125 @@ def check_benchmark(device, cfg: dict, out_base: str) -> dict:
     complete = set(keys) == set(DESCRIPTIONS)
     # the targets hold for the GPU profile; a CPU verification run checks that every path runs
     targets_met = all(met.values()) or device.type != 'cuda'
-    return dict(passed=targets_met and finite and complete, profile=cfg['benchmark'], keys=keys,
+    return dict(passed=targets_met and finite and complete and not report['suite_errors'],
+                profile=cfg['benchmark'], keys=keys, suite_errors=report['suite_errors'],
                 targets=report['targets'], met=met, doconv_layers=layer, finite_losses=finite,
                 report=out_base + '_benchmark.json', elapsed_s=round(report['elapsed_s'], 1))
 
 
 # ------------------------------------------------------------------ onnx
-def _export_onnx():
-    try:
-        from mm_efficientconv.deploy import export_onnx
-    except ImportError:
-        from mm_efficientconv.deploy import export_onnx
-    return export_onnx
-
-
 def check_onnx(device, cfg: dict, out_base: str) -> dict:
     """Export of a DO-Conv classifier that lives on ``device``."""
+    from mm_efficientconv.deploy import export_onnx
+
     from . import train_suites as ts
     model = ts.build_classifier(ts.resnet_cfgs(18)['doconv'], device)
     where = str(next(model.parameters()).device)
     path = out_base + '_resnet18-doconv.onnx'
-    result = _export_onnx()(model, path, (1, 3, cfg['onnx_size'], cfg['onnx_size']), force=True)
+    result = export_onnx(model, path, (1, 3, cfg['onnx_size'], cfg['onnx_size']), force=True)
     result = {k: (list(v) if isinstance(v, tuple) else v) for k, v in result.items()}
     return dict(passed=True, model_device=where, **result)
 
 
+# ------------------------------------------------------------------ packing
+#: Distributions the check imports beyond torch (bsconv: the benchmark's
+#: reference BSConv-U): packed with every pure-Python distribution they
+#: require (their compiled modules, mmcv's ops, left out).
+PACK_ROOTS = ('mmengine', 'mmcv', 'mmpretrain', 'timm', 'bsconv')
+_COMPILED = ('.so', '.pyd', '.dylib')
+
+
+def _requirement_names(dist) -> list:
+    """Names of the distributions ``dist`` requires in this environment
+    (extras left out; environment markers evaluated)."""
+    from packaging.requirements import Requirement
+    names = []
+    for line in dist.requires or ():
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({'extra': ''}):
+            names.append(req.name)
+    return names
+
+
+def pack_pure_python_deps(target: str, roots: Sequence[str] = PACK_ROOTS) -> dict:
+    """Copies the distributions ``roots`` and every pure-Python distribution
+    they require (recursively) into the new folder ``target``, with their
+    ``.dist-info``, so that a machine with torch but without the OpenMMLab
+    stack can import them from ``target`` (``gpu_check.py --deps``).
+
+    A root is copied without its compiled modules (mmcv without its ops);
+    a required distribution with compiled modules is not copied and is listed
+    under ``binary`` (it must be installed on that machine). Written to a
+    temporary folder first, then renamed.
+
+    Args:
+        target (str): The new folder; it must not exist.
+        roots (Sequence[str]): Distribution names. Defaults to
+            :data:`PACK_ROOTS`.
+
+    Returns:
+        dict: ``copied`` (distribution: bytes), ``binary`` and ``missing``
+        (distribution names).
+    """
+    import importlib.metadata as metadata
+    if osp.exists(target):
+        raise SystemExit(f'--pack-deps: {target} exists; choose a new folder')
+    tmp = target.rstrip('/') + '.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    copied, binary, missing, seen = {}, [], [], set()
+    queue = [(name, True) for name in roots]
+    try:
+        while queue:
+            name, is_root = queue.pop(0)
+            key = name.lower().replace('_', '-')
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                dist = metadata.distribution(name)
+            except metadata.PackageNotFoundError:
+                missing.append(name)
+                continue
+            files = [f for f in dist.files or () if not str(f).startswith('..')
+                     and '__pycache__' not in f.parts and not f.parts[0].endswith('tests')]
+            if not is_root and any(str(f).endswith(_COMPILED) for f in files):
+                binary.append(dist.metadata['Name'])
+                continue
+            size = 0
+            for f in files:
+                if str(f).endswith(_COMPILED + ('.pyc', )):
+                    continue
+                src = f.locate()
+                if osp.isfile(src):
+                    dst = osp.join(tmp, str(f))
+                    os.makedirs(osp.dirname(dst), exist_ok=True)
+                    shutil.copy2(src, dst)
+                    size += osp.getsize(dst)
+            copied[dist.metadata['Name']] = size
+            queue += [(n, False) for n in _requirement_names(dist)]
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f'packed {len(copied)} distributions ({sum(copied.values()) / 2**20:.1f} MiB) into '
+          f'{target}: {sorted(copied)}; with compiled modules, to be installed on the machine: '
+          f'{sorted(binary)}; not installed here: {missing}')
+    return dict(copied=copied, binary=binary, missing=missing)
+
+
 # ------------------------------------------------------------------ run
+def _verdict(report: dict) -> str:
+    if not report.get('complete', True):
+        return f"INCOMPLETE ({len(report['sections'])} sections so far)"
+    return 'PASSED' if report['passed'] else 'FAILED'
+
+
 def summary_markdown(report: dict) -> str:
     """A short markdown summary of a :func:`run_gpu_check` report."""
     m = report['machine']
     lines = [f"# GPU check ({report['profile']}, {m['device']})", '',
              f"{m.get('gpu', m.get('cpu', ''))}; torch {m['torch']}; "
-             f"{report['elapsed_s']:.0f} s; **{'PASSED' if report['passed'] else 'FAILED'}**", '',
+             f"{report['elapsed_s']:.0f} s; **{_verdict(report)}**", '',
              '| section | passed | seconds | note |', '|---|---|---|---|']
     for name, sec in report['sections'].items():
         note = sec.get('error', '').splitlines()[-1] if 'error' in sec else ''
@@ -299,7 +396,7 @@ def run_gpu_check(device: str = 'cuda', profile: str = None, sections: Sequence[
                    train=lambda: check_train(dev, cfg),
                    benchmark=lambda: check_benchmark(dev, cfg, out_base),
                    onnx=lambda: check_onnx(dev, cfg, out_base))
-    results = {}
+    results, machine = {}, machine_info(dev)
     for name in sections:
         t0 = time.time()
         try:
@@ -309,9 +406,10 @@ def run_gpu_check(device: str = 'cuda', profile: str = None, sections: Sequence[
         results[name]['seconds'] = round(time.time() - t0, 1)
         print(f"[gpu_check] {name}: {'passed' if results[name]['passed'] else 'FAILED'} "
               f"({results[name]['seconds']} s)", flush=True)
-    report = dict(profile=profile, machine=machine_info(dev), sections=results,
-                  passed=all(s['passed'] for s in results.values()),
-                  elapsed_s=time.time() - start)
-    atomic_write(out_base + '.md', summary_markdown(report).encode())
-    atomic_write(out_base + '.json', json.dumps(report, indent=1, default=str).encode())
+        complete = len(results) == len(sections)
+        report = dict(profile=profile, machine=machine, sections=results, complete=complete,
+                      passed=complete and all(s['passed'] for s in results.values()),
+                      elapsed_s=time.time() - start)
+        atomic_write(out_base + '.md', summary_markdown(report).encode())
+        atomic_write(out_base + '.json', json.dumps(report, indent=1, default=str).encode())
     return report

@@ -3,6 +3,7 @@
 import gc
 import os
 import time
+import traceback
 from typing import Optional, Sequence
 
 import torch
@@ -36,7 +37,8 @@ def run_benchmark(profile: str = 'quick',
                   layer_batch: Optional[int] = None,
                   doconv_batch: Optional[int] = None,
                   backbone_batch: Optional[int] = None,
-                  train_batch: Optional[int] = None) -> dict:
+                  train_batch: Optional[int] = None,
+                  keep_going: bool = False) -> dict:
     """Runs the benchmark and returns the report (nothing is written; see
     :func:`~.report.write_report`).
 
@@ -56,6 +58,9 @@ def run_benchmark(profile: str = 'quick',
         doconv_batch (int, optional): Batch of the DO-Conv suite.
         backbone_batch (int, optional): Batch of the backbone suites.
         train_batch (int, optional): Batch of the training-step suites.
+        keep_going (bool): A suite that raises is recorded under
+            ``suite_errors`` (its keys then missing) and the others still run,
+            instead of the error propagating. Defaults to False.
 
     Returns:
         dict: The report (see ``FILE.json`` of the CLI).
@@ -98,7 +103,7 @@ def run_benchmark(profile: str = 'quick',
         log(f'load average {load_before[0]} exceeds the {os.cpu_count()} cores: timings with '
             f'{torch.get_num_threads()} spinning OpenMP threads will be erratic; consider '
             'OMP_WAIT_POLICY=PASSIVE or --threads 1')
-    cases, formats, fused_split, suite_seconds = [], [], [], {}
+    cases, formats, fused_split, suite_seconds, suite_errors = [], [], [], {}, {}
     for suite in (only or list(SUITES)):
         t0 = time.time()
         # the collections before every case (and every memory measurement) then scan only
@@ -107,6 +112,12 @@ def run_benchmark(profile: str = 'quick',
         gc.freeze()
         try:
             out = SUITES[suite](cfg, dev)
+        except Exception:
+            if not keep_going:
+                raise
+            suite_errors[suite] = traceback.format_exc()
+            log(f'{suite}: FAILED\n{suite_errors[suite]}')
+            out = {}
         finally:
             gc.unfreeze()
         cases += out.get('cases', [])
@@ -135,6 +146,7 @@ def run_benchmark(profile: str = 'quick',
         channels_last=formats,
         mixconv_fused_vs_split=fused_split,
         suite_seconds=suite_seconds,
+        suite_errors=suite_errors,
         loadavg_before=load_before,
         loadavg_after=[round(v, 2) for v in os.getloadavg()],
         elapsed_s=time.time() - start,

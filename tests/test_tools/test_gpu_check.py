@@ -6,6 +6,7 @@ benchmark's smoke run, tested in test_benchmark.py), and a broken layer is
 caught by the parity check."""
 import importlib.util
 import json
+import sys
 
 import pytest
 import torch
@@ -94,15 +95,36 @@ def test_bad_arguments(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_pack_deps_copies_pure_python(tmp_path, repo_root):
+def test_pack_deps_follows_requirements_and_leaves_binaries(tmp_path):
+    target = tmp_path / 'deps'
+    result = gpu_check.pack_pure_python_deps(str(target), roots=('yapf', 'no_such_distribution'))
+    # yapf's second top-level package and its pure-Python requirement come along, with metadata
+    assert {'yapf', 'platformdirs'} <= set(result['copied'])
+    assert result['missing'] == ['no_such_distribution'] and result['binary'] == []
+    assert (target / 'yapf_third_party').is_dir() and list(target.glob('yapf-*.dist-info'))
+    with pytest.raises(SystemExit, match='exists'):
+        gpu_check.pack_pure_python_deps(str(target), roots=('yapf', ))
+    # a root is copied without compiled modules; required distributions that have them are not
+    result = gpu_check.pack_pure_python_deps(str(tmp_path / 'mmcv'), roots=('mmcv', ))
+    assert 'mmcv' in result['copied'] and {'numpy', 'PyYAML'} <= set(result['binary'])
+    assert (tmp_path / 'mmcv' / 'mmcv' / '__init__.py').exists()
+    assert not list((tmp_path / 'mmcv').rglob('*.so')) and not (tmp_path / 'mmcv' / 'numpy').exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['deps', 'mmcv']  # no temporary left
+
+
+def test_deps_fill_gaps_behind_installed_packages(tmp_path, repo_root):
+    """--deps puts the packed folder last on sys.path: installed packages win."""
     spec = importlib.util.spec_from_file_location(
         'mmeff_gpu_check_cli', repo_root / 'tools' / 'analysis' / 'gpu_check.py')
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    target = tmp_path / 'deps'
-    result = cli.pack_deps(str(target), names=('addict', 'no_such_package_here'))
-    assert set(result['copied']) == {'addict'} and result['missing'] == ['no_such_package_here']
-    assert (target / 'addict' / '__init__.py').exists()
-    assert not list(target.rglob('*.so'))
-    with pytest.raises(SystemExit, match='exists'):
-        cli.pack_deps(str(target), names=('addict', ))
+    deps = tmp_path / 'deps'
+    deps.mkdir()
+    before = list(sys.path)
+    try:
+        cli.main(['--device', 'cpu', '--deps', str(deps), '--sections', 'parity',
+                  '--out', str(tmp_path / 'out' / 'p.json')])
+        assert sys.path[-1] == str(deps)
+    finally:
+        sys.path[:] = before
+    assert json.loads((tmp_path / 'out' / 'p.json').read_text())['complete'] is True
