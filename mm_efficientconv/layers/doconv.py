@@ -24,7 +24,7 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 
 from mm_efficientconv.layers.base import Conv2dInitTarget, EfficientConv2d, IntOrPair
-from mm_efficientconv.layers.doconv_compose import doconv_compose
+from mm_efficientconv.layers.doconv_compose import doconv_compose, doconv_kernel
 from mm_efficientconv.layers.kernel_cache import cached_kernel
 from mm_efficientconv.layers.utils import autocast_disabled
 
@@ -199,15 +199,22 @@ class DOConv(EfficientConv2d, Conv2dInitTarget):
 
     # ------------------------------------------------------------ compute
     def compute_weight(self) -> torch.Tensor:
-        """The composed kernel ``(out, in // groups, kh, kw)``
+        """The composed kernel ``(out, in // groups, kh, kw)``, contiguous
         (differentiable; composed in the parameters' dtype, outside autocast).
         """
+        return self._compose(allow_view=False)
+
+    def _compose(self, allow_view: bool) -> torch.Tensor:
         if self.plain:
             return self._parameters['weight']
         W, D = self.W, self.D
         with autocast_disabled(W.device.type):
-            return doconv_compose(W, D + self.identity.to(D.dtype), self.groups,
-                                  self.kernel_size)
+            return doconv_kernel(W, D, self.identity, self.groups, self.kernel_size, allow_view)
+
+    def _forward_kernel(self) -> torch.Tensor:
+        """The kernel for the convolution (a view while a gradient is needed,
+        see :func:`~.doconv_compose.compose_residual`)."""
+        return self._compose(allow_view=True)
 
     def invalidate_cache(self) -> None:
         """Deprecated no-op: nothing is cached outside a
@@ -220,9 +227,9 @@ class DOConv(EfficientConv2d, Conv2dInitTarget):
         if self.plain:
             return self._plain_forward(x)
         if self.cache_kernel:
-            weight = cached_kernel(self, (self.W, self.D), self.compute_weight)
+            weight = cached_kernel(self, (self.W, self.D), self._forward_kernel)
         else:
-            weight = self.compute_weight()
+            weight = self._forward_kernel()
         return self._conv_forward(x, weight, self.bias)
 
     # ------------------------------------------------------------- deploy

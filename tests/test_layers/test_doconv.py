@@ -252,13 +252,13 @@ class _Counter:
 
     def __init__(self, monkeypatch):
         self.calls = 0
-        original = doconv_module.doconv_compose
+        original = doconv_module.doconv_kernel
 
         def counted(*args, **kwargs):
             self.calls += 1
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(doconv_module, 'doconv_compose', counted)
+        monkeypatch.setattr(doconv_module, 'doconv_kernel', counted)
 
 
 def test_no_cache_outside_a_scope(monkeypatch):

@@ -7,7 +7,8 @@ import torch
 
 import mm_efficientconv.layers.doconv_compose as compose_module
 from mm_efficientconv.layers.doconv import DOConv
-from mm_efficientconv.layers.doconv_compose import (compose_with_matmul, doconv_compose,
+from mm_efficientconv.layers.doconv_compose import (compose_residual, compose_with_matmul,
+                                                    doconv_compose, doconv_kernel,
                                                     fused_compose_available, set_fused_compose,
                                                     uses_fused_compose)
 
@@ -238,3 +239,51 @@ def test_missing_compiled_op_is_reported_once(monkeypatch):
         warnings.simplefilter('always')
         doconv_compose(W, D, 1, (3, 3))
     assert not [w for w in caught if 'mm_efficientconv._ext' in str(w.message)]
+
+
+# ------------------------------------------------- the residual form (D' without I)
+@pytest.mark.parametrize('taps,d_mul,kernel_size', [(9, 9, (3, 3)), (9, 12, (3, 3)),
+                                                    (25, 25, (5, 5)), (3, 5, (1, 3))])
+def test_residual_form_equals_the_paper_composition(taps, d_mul, kernel_size):
+    W, D_prime = operands(7, 5, 1, taps=taps, d_mul=d_mul)
+    eye = torch.eye(taps, d_mul, dtype=torch.float64)
+    want = naive_compose(W, D_prime + eye, 1).view(7, 5, *kernel_size)
+    torch.testing.assert_close(compose_residual(W, D_prime, kernel_size), want,
+                               rtol=0, atol=1e-12)
+    W.requires_grad_(True)
+    D_prime.requires_grad_(True)
+    for allow_view in (False, True):
+        fn = lambda w, d: compose_residual(w, d, kernel_size, allow_view)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (W, D_prime))
+        assert torch.autograd.gradgradcheck(fn, (W, D_prime))
+
+
+def test_residual_form_is_a_view_only_for_the_convolution():
+    W, D_prime = operands(6, 4, 1)
+    W.requires_grad_(True)
+    assert not compose_residual(W, D_prime, (3, 3), allow_view=True).is_contiguous()
+    assert compose_residual(W, D_prime, (3, 3)).is_contiguous()
+    with torch.no_grad():
+        assert compose_residual(W, D_prime, (3, 3), allow_view=True).is_contiguous()
+    # the layer: `weight` is contiguous, as a stock conv's (callers .view() it)
+    previous = set_fused_compose(False)
+    try:
+        layer = DOConv(4, 6, 3, padding=1)
+        assert layer.weight.is_contiguous() and layer.weight.view(6, -1).shape == (6, 36)
+        assert layer.compute_weight().is_contiguous()
+    finally:
+        set_fused_compose(previous)
+
+
+@pytest.mark.parametrize('case', ['dense', 'grouped', 'bfloat16', 'd_mul_over_taps'])
+def test_doconv_kernel_paths_agree(fused_on, case):
+    """Whichever path :func:`doconv_kernel` takes, the kernel is the paper's."""
+    groups, d_mul, dtype = {'dense': (1, 9, torch.float32), 'grouped': (3, 9, torch.float32),
+                            'bfloat16': (1, 9, torch.bfloat16),
+                            'd_mul_over_taps': (1, 11, torch.float32)}[case]
+    W, D_prime = operands(6, 6, groups, dtype=torch.float64, d_mul=d_mul)
+    eye = torch.eye(9, d_mul, dtype=torch.float64)
+    want = naive_compose(W, D_prime + eye, groups).view(6, 6 // groups, 3, 3)
+    got = doconv_kernel(W.to(dtype), D_prime.to(dtype), eye.to(dtype), groups, (3, 3))
+    tol = 5e-2 if dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
