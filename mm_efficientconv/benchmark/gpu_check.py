@@ -40,12 +40,13 @@ import torch.nn as nn
 #: Relative error bounds (``max |got - ref| / max |ref|``) per precision.
 TOLERANCES = {'fp32': 1e-4, 'fp16': 1e-2, 'bf16': 5e-2}
 #: Check profiles: parity input size, training batch / resolution / steps,
-#: benchmark profile, ONNX input size.
+#: benchmark profile, ONNX input size, and the batch at which the benchmark's
+#: training steps run a second time (None: not at all; see check_benchmark).
 PROFILES = {
-    'full': dict(parity_size=32, train_batch=32, train_resolution=224, train_steps=3,
-                 benchmark='quick', onnx_size=224),
+    'full': dict(parity_size=32, train_batch=32, train_resolution=224, train_steps=6,
+                 benchmark='quick', onnx_size=224, scaling_batch=256),
     'short': dict(parity_size=16, train_batch=2, train_resolution=64, train_steps=2,
-                  benchmark='smoke', onnx_size=64),
+                  benchmark='smoke', onnx_size=64, scaling_batch=None),
 }
 SECTIONS = ('parity', 'train', 'benchmark', 'onnx')
 
@@ -185,12 +186,14 @@ def check_train(device, cfg: dict) -> dict:
             if device.type == 'cuda':
                 torch.cuda.synchronize(device)
             dtypes = {k: str(v.dtype).replace('torch.', '') for k, v in step.last_log_vars.items()}
+            scaler = getattr(wrapper, 'loss_scaler', None)  # float16: steps with inf are skipped
+            loss_scale = float(scaler.get_scale()) if scaler is not None else None
             finite = all(math.isfinite(v) for v in losses)
             ortho_ok = 'MobileNetV2' not in name or dtypes.get('loss_ortho') == 'float32'
             params_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
             passed = finite and ortho_ok and params_finite
             ok &= passed
-            rows.append(dict(model=name, amp=amp, passed=passed, losses=losses,
+            rows.append(dict(model=name, amp=amp, passed=passed, losses=losses, loss_scale=loss_scale,
                              last=step.last_losses, dtypes=dtypes, params_finite=params_finite,
                              wrapper=type(wrapper).__name__, seconds=round(time.time() - start, 2)))
             del model, step, wrapper
@@ -200,9 +203,25 @@ def check_train(device, cfg: dict) -> dict:
 
 
 # ------------------------------------------------------------------ benchmark
+#: The benchmark's whole-network training-step suites.
+TRAIN_SUITES = ('resnet_train', 'mixnet_train', 'mobilenet_v2_train')
+
+
+def _train_batch(report: dict) -> int:
+    return report['settings']['train_batch']
+
+
+def _train_step_ms(report: dict) -> dict:
+    """Median milliseconds of every network of the training-step cases."""
+    return {f"{c['family']} {name}": round(r['median_ms'], 2) for c in report['cases']
+            if c['mode'] == 'train_step' for name, r in c['results'].items()}
+
+
 def check_benchmark(device, cfg: dict, out_base: str) -> dict:
     """The benchmark on the device: every key measured, finite training
-    losses and, on CUDA, the GPU targets met."""
+    losses and, on CUDA, the GPU targets met; with the profile's
+    ``scaling_batch`` the training steps again at that batch (reported, no
+    targets)."""
     from .profiles import DESCRIPTIONS
     from .report import write_report
     from .runner import run_benchmark
@@ -215,11 +234,23 @@ def check_benchmark(device, cfg: dict, out_base: str) -> dict:
              for c in report['cases'] if c['family'] == 'doconv']
     finite = all(c.get('finite_losses', True) for c in report['cases'])
     complete = set(keys) == set(DESCRIPTIONS)
+    steps = {_train_batch(report): _train_step_ms(report)}
+    scaling = {}
+    if cfg.get('scaling_batch'):
+        # the same training steps at a larger batch: a step whose time grows less than the
+        # batch was bound by the host (operator dispatch), not by the GPU
+        big = run_benchmark(cfg['benchmark'], device=device.type, keep_going=True,
+                            only=TRAIN_SUITES, train_batch=cfg['scaling_batch'])
+        write_report(big, out_base + f"_benchmark_batch{cfg['scaling_batch']}.json")
+        steps[cfg['scaling_batch']] = _train_step_ms(big)
+        scaling = {k: big[k] for k in list(big['targets']) + list(big['reported'])}
+        finite &= all(c.get('finite_losses', True) for c in big['cases'])
     # the targets hold for the GPU profile; a CPU verification run checks that every path runs
     targets_met = all(met.values()) or device.type != 'cuda'
     return dict(passed=targets_met and finite and complete and not report['suite_errors'],
                 profile=cfg['benchmark'], keys=keys, suite_errors=report['suite_errors'],
                 targets=report['targets'], met=met, doconv_layers=layer, finite_losses=finite,
+                train_step_ms=steps, keys_at_scaling_batch=scaling,
                 report=out_base + '_benchmark.json', elapsed_s=round(report['elapsed_s'], 1))
 
 
@@ -341,6 +372,12 @@ def summary_markdown(report: dict) -> str:
         note = sec.get('error', '').splitlines()[-1] if 'error' in sec else ''
         if name == 'benchmark' and 'keys' in sec:
             note = ', '.join(f'{k} {v:.3f}' for k, v in sec['keys'].items())
+            for batch, ms in sec.get('train_step_ms', {}).items():
+                note += f'; training steps at batch {batch} (ms): ' + ', '.join(
+                    f'{k} {v:.1f}' for k, v in ms.items())
+            if sec.get('keys_at_scaling_batch'):
+                note += '; at the larger batch: ' + ', '.join(
+                    f'{k} {v:.3f}' for k, v in sec['keys_at_scaling_batch'].items())
         if name == 'parity' and 'rows' in sec:
             worst = max(sec['rows'], key=lambda r: r['max_rel_err'] / r['tol'])
             note = (f"{len(sec['rows'])} layer x precision checks; closest to its bound: "
