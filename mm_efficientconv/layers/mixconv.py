@@ -427,7 +427,10 @@ class MixConv(EfficientConv2d, Conv2dInitTarget):
         # so copying it to channels-last costs nothing extra; fwd+bwd of
         # MixConv(3, 5, 7, 9) gets ~3x faster. Inference keeps NCHW (faster).
         # Output and input gradient keep the caller's format.
-        if channels_last:
+        # On a GPU, a channel slice of a channels-last input handed to cuDNN as it is runs
+        # through its strided-tensor transforms; copied to channels-last first, a MixNet-S
+        # training step took 3% less kernel time (H200, AMP, batch 256).
+        if channels_last or (caller_channels_last and x.device.type != 'cpu'):
             inputs = [xi.contiguous(memory_format=torch.channels_last) for xi in inputs]
         outs = [
             F.conv2d(xi, kernel, bias, self.stride, pad,

@@ -140,3 +140,26 @@ def test_float64():
     pw = MixGroupedPointwise(10, 14, num_splits=3).double()
     xp = torch.randn(1, 10, 4, 4, dtype=torch.float64)
     assert (pw(xp) - _ref_grouped(pw, xp)).abs().max() < 1e-12
+
+
+def test_even_splits_one_grouped_conv_on_the_cpu_split_elsewhere(monkeypatch):
+    """The CPU runs even splits as one grouped conv; other devices (a GPU,
+    where cuDNN's grouped 1x1 conv is slower) split/concat. ``meta`` stands in
+    for a non-CPU device here."""
+    import mm_efficientconv.layers.mix_pointwise as module
+    calls, conv2d = [], F.conv2d
+
+    def spy(x, weight, *args):
+        calls.append(args[-1] if len(args) == 5 else 1)
+        return conv2d(x, weight, *args)
+
+    monkeypatch.setattr(module.F, 'conv2d', spy)
+    layer = MixGroupedPointwise(8, 12, num_splits=2)
+    x = torch.randn(2, 8, 5, 5)
+    want = conv2d(x, layer.weight, layer.bias)  # the block-diagonal dense kernel
+    calls.clear()
+    torch.testing.assert_close(layer(x), want)
+    assert calls == [2]
+    calls.clear()
+    out = layer.to('meta')(x.to('meta').contiguous(memory_format=torch.channels_last))
+    assert calls == [1, 1] and out.shape == (2, 12, 5, 5)

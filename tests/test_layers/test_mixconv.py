@@ -626,3 +626,25 @@ def test_matches_timm_mixed_conv2d(channels, stride, dilation, mult, bias):
     expected = theirs(x)
     assert (ours.forward_split(x) - expected).abs().max() <= TOL
     assert (ours.forward_fused(x) - expected).abs().max() <= TOL
+
+
+def test_channels_last_slices_off_the_cpu(monkeypatch):
+    """Off the CPU (``meta`` stands in for a GPU) the split path hands each
+    group's slice of a channels-last input to its conv as a channels-last
+    tensor (cuDNN's strided-slice path is slower); NCHW input stays NCHW."""
+    import mm_efficientconv.layers.mixconv as module
+    layer = _build(c=12, kernel_sizes=(3, 5, 7)).to('meta')
+    seen = []
+    original = module.F.conv2d
+
+    def spy(x, *args, **kwargs):
+        seen.append(x.is_contiguous(memory_format=torch.channels_last))
+        return original(x, *args, **kwargs)
+
+    monkeypatch.setattr(module.F, 'conv2d', spy)
+    x = torch.empty(2, 12, 9, 9, device='meta', requires_grad=True)
+    layer.forward_split(x.contiguous(memory_format=torch.channels_last))
+    assert seen == [True, True, True]
+    seen.clear()
+    layer.forward_split(x)
+    assert seen == [False, False, False]
