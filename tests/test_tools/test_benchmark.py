@@ -385,3 +385,20 @@ def test_cuda_request_without_gpu(tmp_path):
     with pytest.raises(SystemExit, match='no CUDA device'):
         benchmark.run_benchmark('smoke', device='cuda')
     assert not list(tmp_path.iterdir())
+
+
+def test_keep_going_records_a_failing_suite(monkeypatch):
+    """``keep_going``: a suite that raises is recorded and the others still
+    run (their keys reported); without it the error propagates."""
+    from mm_efficientconv.benchmark import runner
+
+    def broken(cfg, dev):
+        raise RuntimeError('planted failure')
+
+    monkeypatch.setitem(runner.SUITES, 'mixnet', broken)
+    report = runner.run_benchmark('smoke', only=['mixnet', 'bsconvu'], keep_going=True)
+    assert list(report['suite_errors']) == ['mixnet']
+    assert 'planted failure' in report['suite_errors']['mixnet']
+    assert 'bsconvu_over_reference' in report and 'mixnet_s_over_timm' not in report
+    with pytest.raises(RuntimeError, match='planted failure'):
+        runner.run_benchmark('smoke', only=['mixnet'])

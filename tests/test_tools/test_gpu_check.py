@@ -128,3 +128,20 @@ def test_deps_fill_gaps_behind_installed_packages(tmp_path, repo_root):
     finally:
         sys.path[:] = before
     assert json.loads((tmp_path / 'out' / 'p.json').read_text())['complete'] is True
+
+
+def test_summary_of_a_partial_run_and_of_the_batch_scaling():
+    """The markdown names an incomplete run as such and lists the training
+    steps' milliseconds at both batches and the keys at the larger one."""
+    machine = dict(device='cuda', gpu='A GPU', torch='2.x')
+    bench = dict(passed=True, seconds=1.0, keys={'folded_over_plain': 0.97},
+                 train_step_ms={64: {'resnet_train plain': 25.0}, 256: {'resnet_train plain': 47.7}},
+                 keys_at_scaling_batch={'resnet_doconv_train_over_plain': 1.038})
+    report = dict(profile='full', machine=machine, elapsed_s=3.0, complete=False, passed=False,
+                  sections={'benchmark': bench})
+    md = gpu_check.summary_markdown(report)
+    assert '**INCOMPLETE (1 sections so far)**' in md
+    assert 'training steps at batch 256 (ms): resnet_train plain 47.7' in md
+    assert 'at the larger batch: resnet_doconv_train_over_plain 1.038' in md
+    report.update(complete=True, passed=True)
+    assert '**PASSED**' in gpu_check.summary_markdown(report)
