@@ -35,7 +35,9 @@ try:  # pragma: no cover - depends on the build
     _EXT_ERROR = None
 except ImportError as e:  # pragma: no cover
     _ext = None
-    _EXT_ERROR = str(e)
+    # without a compiled module Python's message blames a circular import; say what is missing
+    _EXT_ERROR = ('no compiled module mm_efficientconv/_ext*.so for this Python'
+                  if str(e).startswith('cannot import name') else str(e))
 
 #: Taps (``kh * kw``) and ``D_mul`` the fused kernel is compiled for.
 FUSED_TAPS = 9
