@@ -207,10 +207,6 @@ def check_train(device, cfg: dict) -> dict:
 TRAIN_SUITES = ('resnet_train', 'mixnet_train', 'mobilenet_v2_train')
 
 
-def _train_batch(report: dict) -> int:
-    return report['settings']['train_batch']
-
-
 def _train_step_ms(report: dict) -> dict:
     """Median milliseconds of every network of the training-step cases."""
     return {f"{c['family']} {name}": round(r['median_ms'], 2) for c in report['cases']
@@ -234,7 +230,7 @@ def check_benchmark(device, cfg: dict, out_base: str) -> dict:
              for c in report['cases'] if c['family'] == 'doconv']
     finite = all(c.get('finite_losses', True) for c in report['cases'])
     complete = set(keys) == set(DESCRIPTIONS)
-    steps = {_train_batch(report): _train_step_ms(report)}
+    steps = {report['settings']['train_batch']: _train_step_ms(report)}
     scaling = {}
     if cfg.get('scaling_batch'):
         # the same training steps at a larger batch: a step whose time grows less than the
