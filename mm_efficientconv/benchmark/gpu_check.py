@@ -18,9 +18,12 @@ the others):
 3. ``benchmark``: :func:`~.runner.run_benchmark` on the device (on CUDA the
    training steps are AMP channels-last ResNet-50 at batch 64), checked
    against its targets (on CUDA ``profiles.CUDA_TARGETS``); the layer-level
-   DO-Conv ratios are reported.
+   DO-Conv ratios are reported; on CUDA the training steps again at batch
+   256.
 4. ``onnx``: the package's ONNX export (fold, export, onnxruntime parity) of a
    DO-Conv classifier that lives on the device.
+5. ``profile``: wall vs kernel time, kernels and ATen calls of the
+   benchmark's ResNet and MixNet-S training steps (reported).
 
 Only the layers, mmpretrain and timm are needed (no mmdet / mmseg, no
 compiled mmcv ops).
@@ -48,7 +51,7 @@ PROFILES = {
     'short': dict(parity_size=16, train_batch=2, train_resolution=64, train_steps=2,
                   benchmark='smoke', onnx_size=64, scaling_batch=None),
 }
-SECTIONS = ('parity', 'train', 'benchmark', 'onnx')
+SECTIONS = ('parity', 'train', 'benchmark', 'onnx', 'profile')
 
 
 # ------------------------------------------------------------------ parity
@@ -250,6 +253,67 @@ def check_benchmark(device, cfg: dict, out_base: str) -> dict:
                 report=out_base + '_benchmark.json', elapsed_s=round(report['elapsed_s'], 1))
 
 
+# ------------------------------------------------------------------ profile
+def _profile_step(step, device, rounds: int = 3) -> dict:
+    """Wall and kernel milliseconds, kernels and ATen calls of one step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def sync():
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+
+    for _ in range(3):  # warm-up: cuDNN autotuning, the float16 loss scale settling
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        step()
+    sync()
+    wall_ms = (time.perf_counter() - start) / rounds * 1e3
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
+                                           else [])
+    with profile(activities=activities) as prof:
+        for _ in range(rounds):
+            step()
+        sync()
+    events = prof.events()
+    kernels = [e for e in events if 'CUDA' in str(getattr(e, 'device_type', ''))]
+    kernel_ms = sum(getattr(e, 'device_time_total', 0) for e in kernels) / 1e3 / rounds
+    aten = sum(1 for e in events if e.name.startswith('aten::')) / rounds
+    return dict(wall_ms=round(wall_ms, 2), kernel_ms=round(kernel_ms, 2),
+                kernels=round(len(kernels) / rounds), aten_calls=round(aten),
+                gpu_busy=round(kernel_ms / wall_ms, 3) if device.type == 'cuda' else None)
+
+
+def check_profile(device, cfg: dict) -> dict:
+    """Where the benchmark's training steps spend their time (the profile's
+    benchmark batch and settings): wall vs kernel milliseconds per step, the
+    kernels and ATen calls a step launches. A step whose kernels fill far less
+    than its wall time is bound by the host (operator dispatch); what a layer
+    adds there costs host time, not GPU time. Reported, never failed."""
+    from .profiles import profile_config
+    from . import train_suites as ts
+    bench = profile_config(cfg['benchmark'], device.type)
+    amp = 'float16' if bench['train_amp'] else None
+    networks = {
+        f"ResNet-{bench['train_resnet']} plain": ts.resnet_cfgs(bench['train_resnet'])['plain'],
+        f"ResNet-{bench['train_resnet']} DO-Conv": ts.resnet_cfgs(bench['train_resnet'])['doconv'],
+        'MixNet-S ours': ts.mixnet_cfgs()['ours'], 'MixNet-S timm': ts.mixnet_cfgs()['timm'],
+    }
+    rows = []
+    for name, model_cfg in networks.items():
+        torch.manual_seed(0)
+        model = ts.build_classifier(model_cfg, device).to(memory_format=torch.channels_last)
+        batch = ts.make_batch(bench['train_batch'], bench['train_resolution'], device,
+                              channels_last=True)
+        step = ts.TrainStep(model, batch, ts.make_optim_wrapper(model, amp))
+        rows.append(dict(network=name, batch=bench['train_batch'], **_profile_step(step, device)))
+        del model, step
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+    return dict(passed=True, rows=rows)
+
+
 # ------------------------------------------------------------------ onnx
 def check_onnx(device, cfg: dict, out_base: str) -> dict:
     """Export of a DO-Conv classifier that lives on ``device``."""
@@ -382,6 +446,9 @@ def summary_markdown(report: dict) -> str:
         if name == 'train' and 'rows' in sec:
             note = '; '.join(f"{r['model']} {r['amp']} loss {r['losses'][-1]:.3f}"
                              for r in sec['rows'])
+        if name == 'profile' and 'rows' in sec:
+            note = '; '.join(f"{r['network']} {r['wall_ms']:.1f} ms wall, {r['kernel_ms']:.1f} ms "
+                             f"kernels, {r['aten_calls']} ATen calls" for r in sec['rows'])
         if name == 'onnx' and 'max_abs_diff' in sec:
             note = f"model on {sec['model_device']}, onnxruntime diff {sec['max_abs_diff']:.1e}"
         lines.append(f"| {name} | {'yes' if sec['passed'] else '**no**'} | "
@@ -428,7 +495,8 @@ def run_gpu_check(device: str = 'cuda', profile: str = None, sections: Sequence[
     runners = dict(parity=lambda: check_parity(dev, cfg['parity_size']),
                    train=lambda: check_train(dev, cfg),
                    benchmark=lambda: check_benchmark(dev, cfg, out_base),
-                   onnx=lambda: check_onnx(dev, cfg, out_base))
+                   onnx=lambda: check_onnx(dev, cfg, out_base),
+                   profile=lambda: check_profile(dev, cfg))
     results, machine = {}, machine_info(dev)
     for name in sections:
         t0 = time.time()

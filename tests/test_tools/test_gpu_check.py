@@ -1,6 +1,6 @@
 # Copyright (c) mm_efficientconv contributors. All rights reserved.
 """The GPU check's CPU path (``mm_efficientconv.benchmark.gpu_check``, CLI
-``tools/analysis/gpu_check.py``): the parity, AMP-training and ONNX sections
+``tools/analysis/gpu_check.py``): the parity, AMP-training, ONNX and profile sections
 run green on the CPU with the short profile (the benchmark section is the
 benchmark's smoke run, tested in test_benchmark.py), and a broken layer is
 caught by the parity check."""
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 def cpu_report(tmp_path_factory):
     pytest.importorskip('onnxruntime')
     out = tmp_path_factory.mktemp('gpu_check') / 'cpu.json'
-    return out, gpu_check.run_gpu_check('cpu', 'short', ('parity', 'train', 'onnx'), str(out))
+    return out, gpu_check.run_gpu_check('cpu', 'short', ('parity', 'train', 'onnx', 'profile'),
+                                        str(out))
 
 
 def test_cpu_path_passes(cpu_report):
@@ -145,3 +146,15 @@ def test_summary_of_a_partial_run_and_of_the_batch_scaling():
     assert 'at the larger batch: resnet_doconv_train_over_plain 1.038' in md
     report.update(complete=True, passed=True)
     assert '**PASSED**' in gpu_check.summary_markdown(report)
+
+
+def test_profile_rows(cpu_report):
+    _, report = cpu_report
+    rows = report['sections']['profile']['rows']
+    assert [r['network'] for r in rows] == ['ResNet-18 plain', 'ResNet-18 DO-Conv',
+                                            'MixNet-S ours', 'MixNet-S timm']
+    for row in rows:
+        assert row['wall_ms'] > 0 and row['aten_calls'] > 0
+        assert row['kernel_ms'] == 0 and row['gpu_busy'] is None  # no GPU kernels on the CPU
+    # a DO-Conv network launches more operators than the plain one (the compositions)
+    assert rows[1]['aten_calls'] > rows[0]['aten_calls']

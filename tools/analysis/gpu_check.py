@@ -38,7 +38,7 @@ import sys
 os.environ.setdefault('KINETO_LOG_LEVEL', '6')
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-SECTIONS = ('parity', 'train', 'benchmark', 'onnx')
+SECTIONS = ('parity', 'train', 'benchmark', 'onnx', 'profile')
 
 
 def parse_args(argv=None):
