@@ -189,11 +189,19 @@ def doconv_kernel(W: torch.Tensor, D_prime: torch.Tensor, identity: torch.Tensor
     Returns:
         Tensor: The kernel ``(out, in // groups, kh, kw)``.
     """
-    if (groups == 1 and not uses_fused_compose(W, D_prime) and not _tracing()
-            and W.dtype == D_prime.dtype and W.device == D_prime.device):
-        _report_missing_ext_once(W, D_prime)
+    if uses_fused_compose(W, D_prime):
+        return _compose_fused(W, D_prime + identity.to(D_prime.dtype), groups, kernel_size)
+    _report_missing_ext_once(W, D_prime)
+    if (groups == 1 and not _tracing() and W.dtype == D_prime.dtype
+            and W.device == D_prime.device):
         return compose_residual(W, D_prime, kernel_size, allow_view)
-    return doconv_compose(W, D_prime + identity.to(D_prime.dtype), groups, kernel_size)
+    return compose_with_matmul(W, D_prime + identity.to(D_prime.dtype), groups, kernel_size)
+
+
+def _compose_fused(W: torch.Tensor, D: torch.Tensor, groups: int,
+                   kernel_size: Tuple[int, int]) -> torch.Tensor:
+    kernel = _FusedCompose.apply(W.contiguous(), D.contiguous(), groups)
+    return kernel.view(W.shape[0], W.shape[1], *kernel_size)
 
 
 def doconv_compose(W: torch.Tensor, D: torch.Tensor, groups: int,
@@ -216,6 +224,5 @@ def doconv_compose(W: torch.Tensor, D: torch.Tensor, groups: int,
     """
     _report_missing_ext_once(W, D)
     if uses_fused_compose(W, D):
-        kernel = _FusedCompose.apply(W.contiguous(), D.contiguous(), groups)
-        return kernel.view(W.shape[0], W.shape[1], *kernel_size)
+        return _compose_fused(W, D, groups, kernel_size)
     return compose_with_matmul(W, D, groups, kernel_size)

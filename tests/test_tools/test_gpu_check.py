@@ -128,6 +128,8 @@ def test_deps_fill_gaps_behind_installed_packages(tmp_path, repo_root):
         assert sys.path[-1] == str(deps)
     finally:
         sys.path[:] = before
+    # the CLI's section list (it parses before the package may be importable) is the library's
+    assert cli.SECTIONS == gpu_check.SECTIONS
     assert json.loads((tmp_path / 'out' / 'p.json').read_text())['complete'] is True
 
 

@@ -60,8 +60,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)  # the work tree's package, installed or not
     if args.pack_deps:
-        sys.path.insert(0, ROOT)
         from mm_efficientconv.benchmark.gpu_check import pack_pure_python_deps
         return pack_pure_python_deps(args.pack_deps)
     if args.deps:
@@ -69,8 +70,6 @@ def main(argv=None) -> dict:
             raise SystemExit(f'--deps: {args.deps} is not a folder')
         # last on the path: what the machine has installed wins, the packed stack fills the gaps
         sys.path.append(osp.abspath(args.deps))
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)  # the work tree's package, installed or not
     from mm_efficientconv.benchmark.gpu_check import run_gpu_check
     report = run_gpu_check(args.device, args.profile, args.sections, args.out)
     print(f"[gpu_check] {'PASSED' if report['passed'] else 'FAILED'} in "
