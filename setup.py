@@ -11,6 +11,7 @@ mmpretrain 1.2.0, mmdet 3.3.0, mmsegmentation 1.2.2 (``tools/setup``).
 torch is not a requirement (as in every OpenMMLab package): install the build
 that matches your CUDA first; ``pip install`` never replaces it.
 """
+import glob
 import os
 import os.path as osp
 import shutil
@@ -98,9 +99,10 @@ def compiled_ops():
                 warnings.warn(f'mm_efficientconv._ext: could not compile {ext.name} ({e}); '
                               'the PyTorch fallback is used')
 
+    sources = sorted(glob.glob(f'{PACKAGE}/csrc/*.cpp'))
     ext = CppExtension(
-        f'{PACKAGE}._ext', [f'{PACKAGE}/csrc/doconv_compose.cpp'],
-        extra_compile_args=['-O3', '-fopenmp', '-Wno-psabi'], extra_link_args=['-fopenmp'])
+        f'{PACKAGE}._ext', sources,
+        extra_compile_args=['-O3', '-fopenmp', '-fno-trapping-math', '-Wno-psabi'], extra_link_args=['-fopenmp'])
     return [ext], {'build_ext': OptionalBuildExtension}
 
 

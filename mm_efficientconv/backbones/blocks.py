@@ -15,10 +15,11 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
-from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmpretrain.models.utils import SELayer
+
+from mm_efficientconv.layers.batch_norm_act import FusedConvModule
 
 
 def _as_kernel_sizes(kernel_sizes: Union[int, Sequence[int]]) -> Tuple[int, ...]:
@@ -51,7 +52,9 @@ class MixInvertedResidual(BaseModule):
     (with optional drop path) when ``stride == 1`` and
     ``in_channels == out_channels``.
 
-    Convs are built with :class:`mmcv.cnn.ConvModule`:
+    Convs are built with :class:`~mm_efficientconv.layers.batch_norm_act.FusedConvModule`
+    (mmcv's ``ConvModule``; a stock BatchNorm + ReLU/SiLU train as one fused
+    CPU op):
 
     * the depthwise conv uses ``mixconv_cfg`` (with ``kernel_sizes`` set) when
       there are several kernel sizes, otherwise ``conv_cfg`` (a single-kernel
@@ -148,7 +151,7 @@ class MixInvertedResidual(BaseModule):
             return dict(copy.deepcopy(pw_conv_cfg), num_splits=splits)
 
         if self.with_expand_conv:
-            self.expand_conv = ConvModule(
+            self.expand_conv = FusedConvModule(
                 in_channels,
                 mid,
                 1,
@@ -160,7 +163,7 @@ class MixInvertedResidual(BaseModule):
             dw_cfg = dict(copy.deepcopy(mixconv_cfg), kernel_sizes=self.kernel_sizes)
         else:
             dw_cfg = conv_cfg
-        self.depthwise_conv = ConvModule(
+        self.depthwise_conv = FusedConvModule(
             mid,
             mid,
             k,
@@ -176,7 +179,7 @@ class MixInvertedResidual(BaseModule):
                 squeeze_channels=max(1, int(in_channels * se_ratio)),
                 conv_cfg=conv_cfg,
                 act_cfg=(copy.deepcopy(act_cfg), dict(type='Sigmoid')))
-        self.linear_conv = ConvModule(
+        self.linear_conv = FusedConvModule(
             mid,
             out_channels,
             1,

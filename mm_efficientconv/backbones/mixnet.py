@@ -6,7 +6,8 @@ The structure is exactly TF MixNet / timm's ``mixnet_s``/``mixnet_m``/
 ``mixnet_l`` (a timm state dict converted by
 ``tools/model_converters/timm_mixnet_to_mmeff.py`` loads and gives the same
 outputs), built from mmcv ``ConvModule``s so that the conv,
-norm and activation layers are configurable. OpenMMLab has no MixNet.
+norm and activation layers are configurable (``FusedConvModule``: a stock
+BatchNorm + ReLU/SiLU train as one fused CPU op). OpenMMLab has no MixNet.
 """
 import copy
 from numbers import Real
@@ -22,6 +23,7 @@ from mmpretrain.models.utils import make_divisible
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mm_efficientconv.backbones.blocks import MixInvertedResidual
+from mm_efficientconv.layers.batch_norm_act import FusedConvModule
 
 _ROW_FIELDS = ('repeats', 'kernel_sizes', 'expand_ratio', 'out_channels', 'stride', 'se_ratio',
                'act', 'expand_splits', 'project_splits')
@@ -185,7 +187,7 @@ class MixNet(BaseBackbone):
         self.stage_channels: List[int] = [in_channels]
         self.layers = nn.ModuleList()
         self.layers.append(
-            ConvModule(
+            FusedConvModule(
                 3,
                 in_channels,
                 3,
@@ -228,7 +230,7 @@ class MixNet(BaseBackbone):
 
         head_channels = self.arch['head_channels']
         self.layers.append(
-            ConvModule(
+            FusedConvModule(
                 in_channels,
                 head_channels,
                 1,

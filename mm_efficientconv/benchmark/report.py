@@ -62,11 +62,14 @@ def machine_info(device: torch.device) -> dict:
             info[lib] = __import__(lib).__version__
         except ImportError:  # pragma: no cover
             pass
+    from mm_efficientconv.layers.batch_norm_act import fused_batch_norm_act_available
     from mm_efficientconv.layers.doconv_compose import fused_compose_available
 
-    # whether DO-Conv's training-time composition runs the compiled CPU kernel (setup.py builds it)
+    # whether DO-Conv's training-time composition and MixNet's training BatchNorm + activation
+    # run the compiled CPU ops (setup.py builds them)
     info['doconv_fused_compose'] = device.type == 'cpu' and fused_compose_available()
-    info['env'] = {k: os.environ[k] for k in ('MMEFF_WITH_OPS', 'OMP_NUM_THREADS', 'OMP_WAIT_POLICY',
+    info['fused_batch_norm_act'] = device.type == 'cpu' and fused_batch_norm_act_available()
+    info['env'] = {k: os.environ[k] for k in ('MMEFF_WITH_OPS', 'MMEFF_FUSED_BN_ACT', 'OMP_NUM_THREADS', 'OMP_WAIT_POLICY',
                                               'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_',
                                               'LD_PRELOAD') if k in os.environ}
     return info
@@ -110,6 +113,7 @@ def to_markdown(report: dict) -> str:
         + (f", {m['gpu']}" if 'gpu' in m else '')
         + f"; allocator: {report['settings']['malloc']}"
         + f"; DO-Conv fused CPU composition: {'yes' if m.get('doconv_fused_compose') else 'no'}"
+        + f"; fused CPU BatchNorm + activation: {'yes' if m.get('fused_batch_norm_act') else 'no'}"
         + f"; load average {report['loadavg_before']} -> {report['loadavg_after']}; "
         f"{report['elapsed_s']:.0f} s.", '',
         'Ratios are candidate / baseline (lower is better): median of the per-round ratios of '

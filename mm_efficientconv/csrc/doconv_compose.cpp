@@ -28,6 +28,7 @@
 #endif
 #define MMEFF_INLINE __attribute__((always_inline)) static inline
 
+namespace mmeff {
 namespace {
 
 constexpr int64_t kRowBlock = 4;
@@ -214,8 +215,4 @@ std::vector<torch::Tensor> compose_backward(const torch::Tensor& gK, const torch
   return {gW, gD};
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "mm_efficientconv compiled ops (CPU)";
-  m.def("doconv_compose_forward", &compose_forward, "DO-Conv kernel composition (3x3, D_mul=9)");
-  m.def("doconv_compose_backward", &compose_backward, "Gradients of the DO-Conv kernel composition");
-}
+}  // namespace mmeff

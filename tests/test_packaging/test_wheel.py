@@ -104,6 +104,7 @@ def test_archives_carry_configs_tools_and_model_index(dist):
         members = {m.name.split('/', 1)[1] for m in sdist.getmembers() if '/' in m.name}
     for required in ('setup.py', 'pyproject.toml', 'MANIFEST.in', 'README.md',
                      'mm_efficientconv/csrc/doconv_compose.cpp',
+                     'mm_efficientconv/csrc/batch_norm_act.cpp', 'mm_efficientconv/csrc/ext.cpp',
                      'mm_efficientconv/.mim/model-index.yml',
                      'mm_efficientconv/.mim/configs/doconv/faster-rcnn_r50-doconv_fpn_1x_coco.py',
                      'mm_efficientconv/.mim/tools/train.py'):
