@@ -2,7 +2,7 @@
 """The conv layers: each an ``nn.Conv2d``-compatible layer registered in
 mmengine's root ``MODELS``, usable as ``conv_cfg=dict(type=...)``."""
 from .base import EfficientConv2d
-from .batch_norm_act import FusedConvModule, batch_norm_act
+from .batch_norm_act import FusedConvModule
 from .bsconv import BSConvS, BSConvU
 from .doconv import DOConv
 from .kernel_cache import cached_kernels
@@ -21,5 +21,5 @@ def __getattr__(name):
 
 __all__ = [
     'EfficientConv2d', 'BSConvU', 'BSConvS', 'MixConv', 'MixGroupedPointwise', 'DOConv',
-    'split_channels', 'switch_to_deploy', 'cached_kernels', 'FusedConvModule', 'batch_norm_act'
+    'split_channels', 'switch_to_deploy', 'cached_kernels', 'FusedConvModule'
 ]
