@@ -25,7 +25,8 @@ and when the op is not built or is switched off
 ``MMEFF_WITH_OPS=0``). Values and gradients equal the modules' up to float32
 rounding (the sums run in another order); the fused backward is not
 differentiable again (double backward raises, as for any
-``once_differentiable`` op).
+``once_differentiable`` op) and forward-mode AD (``torch.func.jvp``) raises:
+switch the op off for either (:func:`set_fused_batch_norm_act`).
 
 :class:`FusedConvModule` is mmcv's ``ConvModule`` (same submodules, state dict
 and options) whose forward uses :func:`batch_norm_act` for its norm and

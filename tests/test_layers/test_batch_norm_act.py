@@ -246,6 +246,18 @@ def test_tracing_sees_the_stock_ops():
     assert 'batch_norm' in graph and 'silu' in graph
 
 
+def test_fx_symbolic_trace_records_the_stock_modules():
+    """As for mmcv's ConvModule, ``activate`` / ``norm`` must be concrete."""
+    import torch.fx
+    module = FusedConvModule(3, 8, 3, padding=1, norm_cfg=dict(type='BN'),
+                             act_cfg=dict(type='SiLU')).train()
+    graph_module = torch.fx.symbolic_trace(module, concrete_args={'activate': True, 'norm': True})
+    called = [n.target for n in graph_module.graph.nodes if n.op == 'call_module']
+    assert called == ['conv', 'bn', 'activate']
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(graph_module(x), copy.deepcopy(module)(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('act_cfg', [dict(type='SiLU'), dict(type='ReLU'), None])
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_fused_conv_module_is_a_conv_module(act_cfg, channels_last):
