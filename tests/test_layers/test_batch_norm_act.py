@@ -177,6 +177,13 @@ def test_double_backward_raises():
         g.sum().backward()
 
 
+def test_forward_mode_ad_raises():
+    import torch.autograd.forward_ad as fwAD
+    norm, x = make_norm(), make_input()
+    with fwAD.dual_level(), pytest.raises(NotImplementedError, match='jvp'):
+        batch_norm_act(fwAD.make_dual(x, torch.ones_like(x)), norm, nn.SiLU())
+
+
 def test_one_value_per_channel_raises_like_stock():
     norm = make_norm()
     with pytest.raises(ValueError, match='more than 1 value per channel'):
