@@ -107,7 +107,7 @@ fi
 say "installing mmengine, mmdet, mmsegmentation, mmpretrain and test/deploy/benchmark tools"
 pip_install -q -r "$ROOT/requirements.txt"
 
-say "installing mm_efficientconv (editable; compiles the optional op mm_efficientconv._ext, ~1 min)"
+say "installing mm_efficientconv (editable; compiles the optional ops mm_efficientconv._ext, ~2-3 min on 2 cores)"
 INSTALL_LOG="$VENV/mm_efficientconv-install.log"
 if ! pip_install -v --no-deps --no-build-isolation -e "$ROOT" > "$INSTALL_LOG" 2>&1; then
   tail -n 40 "$INSTALL_LOG" >&2
