@@ -102,7 +102,8 @@ def compiled_ops():
     sources = sorted(glob.glob(f'{PACKAGE}/csrc/*.cpp'))
     ext = CppExtension(
         f'{PACKAGE}._ext', sources,
-        extra_compile_args=['-O3', '-fopenmp', '-fno-trapping-math', '-Wno-psabi'], extra_link_args=['-fopenmp'])
+        extra_compile_args=['-O3', '-fopenmp', '-fno-trapping-math', '-Wno-psabi'],
+        extra_link_args=['-fopenmp'])
     return [ext], {'build_ext': OptionalBuildExtension}
 
 

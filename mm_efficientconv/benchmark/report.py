@@ -69,7 +69,8 @@ def machine_info(device: torch.device) -> dict:
     # run the compiled CPU ops (setup.py builds them)
     info['doconv_fused_compose'] = device.type == 'cpu' and fused_compose_available()
     info['fused_batch_norm_act'] = device.type == 'cpu' and fused_batch_norm_act_available()
-    info['env'] = {k: os.environ[k] for k in ('MMEFF_WITH_OPS', 'MMEFF_FUSED_BN_ACT', 'OMP_NUM_THREADS', 'OMP_WAIT_POLICY',
+    info['env'] = {k: os.environ[k] for k in ('MMEFF_WITH_OPS', 'MMEFF_FUSED_BN_ACT',
+                                              'OMP_NUM_THREADS', 'OMP_WAIT_POLICY',
                                               'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_',
                                               'LD_PRELOAD') if k in os.environ}
     return info

@@ -45,7 +45,7 @@ from .doconv_compose import _ext, _tracing
 
 _ACT_CODES = {type(None): 0, nn.ReLU: 1, nn.SiLU: 2}
 
-# On unless switched off (MMEFF_FUSED_BN_ACT=0, MMEFF_WITH_OPS=0 or set_fused_batch_norm_act(False)).
+# On unless switched off: MMEFF_FUSED_BN_ACT=0, MMEFF_WITH_OPS=0 or set_fused_batch_norm_act(False).
 _enabled = (os.environ.get('MMEFF_FUSED_BN_ACT', '1') != '0'
             and os.environ.get('MMEFF_WITH_OPS', '1') != '0')
 

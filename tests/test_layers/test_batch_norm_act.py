@@ -33,7 +33,8 @@ def test_on_by_default_and_switched_off_by_the_environment(env, expected):
     import os
     import subprocess
     import sys
-    clean = {k: v for k, v in os.environ.items() if k not in ('MMEFF_FUSED_BN_ACT', 'MMEFF_WITH_OPS')}
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ('MMEFF_FUSED_BN_ACT', 'MMEFF_WITH_OPS')}
     code = ('from mm_efficientconv.layers import batch_norm_act as b; '
             'print(b.fused_batch_norm_act_available())')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
