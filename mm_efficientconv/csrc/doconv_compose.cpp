@@ -99,9 +99,9 @@ MMEFF_INLINE V pair_sums(V a, V b) {
 
 // y_o = x_o A for the 4 rows x_o = X[i0 + o * stride : +9]: the first 8 columns by broadcasting
 // x_o[r] against the matrix rows (kept in registers for the 4 rows), the ninth as the dot product
-// x_o[0:8] . A[0:8, 8] summed for the 4 rows together (one pairwise tree) + x_o[8] A[8, 8]. Two
-// loads per x entry (the broadcast and the vector) instead of a broadcast and a scalar matrix
-// load per entry: the former kernel was bound by the load ports.
+// x_o[0:8] . A[0:8, 8] summed for the 4 rows together (one pairwise tree) + x_o[8] A[8, 8]: per
+// row 9 broadcasts and one vector load, where the former kernel loaded a broadcast and a scalar
+// of the matrix per entry and was bound by the load ports (5.5 ns per row in L1, one thread).
 template <typename S>
 MMEFF_INLINE void four_rows_times_matrix(const S* X, const S* p, S* Y, int64_t i0,
                                          int64_t stride) {

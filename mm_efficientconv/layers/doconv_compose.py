@@ -12,11 +12,12 @@ Two implementations with one entry point, :func:`doconv_compose`:
   channel as batch dimension, i.e. transposed copies of the kernel-sized
   tensors in both directions, while the fused kernel reads ``W`` and writes the
   kernel once (forward) and reads the kernel gradient and ``W`` and writes the
-  ``W`` gradient once (backward), in 8-lane vectors plus a scalar per 9 taps
-  so that a channel's 9x9 matrix stays in AVX2 registers. On the 2-core AMD
-  EPYC (AVX2) VM this project is developed on, one thread, 512x512 channels:
-  backward 16-20 ms (the former 16-lane version spilled registers: 190-290
-  ms), forward 6 ms; see ``mm_efficientconv.benchmark``.
+  ``W`` gradient once (backward), four output channels at a time against
+  each input channel's 9x9 matrix held in AVX2 registers (8-lane vectors; the
+  ninth column as one dot product). On the 2-core AMD EPYC (AVX2) VM this
+  project is developed on, one thread, 512x512 channels: forward 1.8 ms,
+  backward 4.3 ms (a copy of ``W`` 1.6 ms, an add 2.0 ms); see
+  ``mm_efficientconv.benchmark``.
 
 The compiled op is optional (``pip install --no-build-isolation -e .`` builds
 it; a failed build only warns). Whether it is used: :func:`fused_compose_available`;
