@@ -12,7 +12,8 @@ sample on CUDA and the garbage collector off. A case reports each candidate's
 median sample, and each ratio as the **median of the per-round ratios**
 (candidate sample / baseline sample of the same round), which cancels most of
 the load drift of a shared machine (the ratio of the medians and of the minima
-are stored too).
+are stored too). Each time key also gets a 95% bootstrap interval over its
+rounds (:func:`bootstrap_interval`).
 
 Peak memory, measured in a separate untimed call, through public APIs only:
 on CUDA ``torch.cuda.max_memory_allocated()`` minus the allocation before the
@@ -29,6 +30,7 @@ import ctypes.util
 import gc
 import math
 import os
+import random
 import statistics
 import sys
 import time
@@ -248,6 +250,40 @@ def interleaved(steps: Dict[str, Callable[[], None]], pairs: Dict[str, Tuple[str
 def paired_ratio(candidate: Sequence[float], baseline: Sequence[float]) -> float:
     """Median of the per-round ratios ``candidate[i] / baseline[i]``."""
     return statistics.median(a / b for a, b in zip(candidate, baseline))
+
+
+def round_ratios(case: dict, pair: str) -> Optional[List[float]]:
+    """The per-round ratios behind ratio ``pair`` of an :func:`interleaved`
+    result (or a case holding one); None where its rounds were not kept."""
+    names = case.get('pairs', {}).get(pair)
+    results = case.get('results', {})
+    if not names or any('raw_ms' not in results.get(n, {}) for n in names):
+        return None
+    cand, base = (results[n]['raw_ms'] for n in names)
+    return [a / b for a, b in zip(cand, base)]
+
+
+def bootstrap_interval(per_case: Sequence[Sequence[float]], level: float = 0.95,
+                       resamples: int = 2000, seed: int = 0) -> Tuple[float, float]:
+    """Percentile bootstrap interval of a key's statistic (the geometric mean
+    over cases of the median of each case's per-round ratios): every case's
+    rounds resampled with replacement, ``resamples`` times, fixed ``seed``.
+
+    It says how far the rounds of *this* run let the figure move; it cannot
+    see what shifts a whole run (another process, the machine's memory
+    bandwidth), so runs can still differ by more.
+    """
+    if not 0 < level < 1 or resamples < 1 or not per_case or not all(per_case):
+        raise ValueError('bootstrap_interval needs 0 < level < 1, resamples >= 1 and at least one '
+                         f'round per case, got level={level}, resamples={resamples}, '
+                         f'rounds per case {[len(r) for r in per_case]}')
+    rng = random.Random(seed)
+    stats = sorted(
+        geomean([statistics.median(rng.choices(r, k=len(r))) for r in per_case])
+        for _ in range(resamples))
+    tail = (1 - level) / 2
+    return (stats[int(tail * resamples)],
+            stats[min(resamples - 1, math.ceil((1 - tail) * resamples) - 1)])
 
 
 def add_best_format_ratio(res: dict, models: Sequence[str], name: str) -> Dict[str, str]:

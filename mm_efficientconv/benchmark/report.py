@@ -11,14 +11,15 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from .harness import geomean
+from .harness import bootstrap_interval, geomean, round_ratios
 from .profiles import DESCRIPTIONS, KEY_SOURCES
 
 
 def headline_ratios(cases: List[dict]) -> Tuple[Dict[str, float], Dict[str, dict]]:
     """The headline keys (geometric means over their cases) and, per key,
-    the per-case ratios and the same aggregate of the ratios of minima and
-    of medians."""
+    the per-case ratios, the same aggregate of the ratios of minima and of
+    medians and, for time keys whose rounds were kept, ``interval``: the 95%
+    bootstrap interval over the rounds (:func:`~.harness.bootstrap_interval`)."""
     keys, details = {}, {}
     for key, (family, mode, pair, field) in KEY_SOURCES.items():
         chosen = [c for c in cases if c['family'] == family and c['mode'] == mode
@@ -33,6 +34,9 @@ def headline_ratios(cases: List[dict]) -> Tuple[Dict[str, float], Dict[str, dict
             of_minima=geomean([c['ratios_of_minima' if timing else field][pair] for c in chosen]),
             of_medians=geomean([c['ratios_of_medians' if timing else field][pair]
                                 for c in chosen]))
+        rounds = [round_ratios(c, pair) for c in chosen] if timing else [None]
+        if all(rounds):
+            details[key]['interval'] = list(bootstrap_interval(rounds))
     return keys, details
 
 
@@ -101,7 +105,9 @@ def _key_row(report: dict, key: str, target) -> str:
     per_case = ', '.join(f'{v:.3f}' for v in detail['per_case'].values())
     met = '-' if target is None else 'yes' if report['met'][key] else '**no**'
     target = '-' if target is None else f'{target:.2f}'
-    return (f"| `{key}` | {report[key]:.3f} | {target} | {met} | {per_case} | "
+    measured = f'{report[key]:.3f}' + (' ({:.3f}–{:.3f})'.format(*detail['interval'])
+                                       if 'interval' in detail else '')
+    return (f"| `{key}` | {measured} | {target} | {met} | {per_case} | "
             f"{detail['of_minima']:.3f} | {DESCRIPTIONS[key]} |")
 
 
@@ -118,7 +124,8 @@ def to_markdown(report: dict) -> str:
         + f"; load average {report['loadavg_before']} -> {report['loadavg_after']}; "
         f"{report['elapsed_s']:.0f} s.", '',
         'Ratios are candidate / baseline (lower is better): median of the per-round ratios of '
-        'interleaved runs; a ratio over several shapes is their geometric mean. Peak memory: '
+        'interleaved runs; a ratio over several shapes is their geometric mean; in brackets the '
+        "95% bootstrap interval over the run's rounds. Peak memory: "
         f"{report['memory_method']}.", '',
         '## Targets', '',
         '| key | measured | target | met | per shape | ratio of minima | what |',

@@ -134,7 +134,8 @@ def run_benchmark(profile: str = 'quick',
         memory_method=_memory_method(dev),
         ratio_method='median over rounds of candidate/baseline of the same round (interleaved, '
                      'order rotating each round, after equal warm-up); geometric mean over '
-                     'shapes',
+                     'shapes; key_details[key]["interval"]: 95% bootstrap interval over the '
+                     'rounds',
         settings=dict(cfg, malloc=malloc_setting),
         **{k: keys[k] for k in targets},
         **reported,
@@ -151,9 +152,13 @@ def run_benchmark(profile: str = 'quick',
         loadavg_after=[round(v, 2) for v in os.getloadavg()],
         elapsed_s=time.time() - start,
     )
+    def interval(key):
+        bounds = details[key].get('interval')
+        return ' [{:.3f}, {:.3f}]'.format(*bounds) if bounds else ''
+
     for key, target in targets.items():
-        log(f"{key:38s} {report[key]:.3f} (target <= {target}) "
+        log(f"{key:38s} {report[key]:.3f}{interval(key)} (target <= {target}) "
             f"{'met' if report['met'][key] else 'MISSED'}")
     for key, value in reported.items():
-        log(f'{key:38s} {value:.3f} (no target)')
+        log(f'{key:38s} {value:.3f}{interval(key)} (no target)')
     return report

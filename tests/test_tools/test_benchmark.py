@@ -69,6 +69,12 @@ def test_smoke_report_has_every_key(smoke):
     assert set(rep['met']) == set(KEYS)
     for key, target in KEYS.items():
         assert rep['met'][key] is (rep[key] <= target), key
+    for key, detail in rep['key_details'].items():  # time keys: an interval around the figure
+        if detail['measure'] == 'time':
+            low, high = detail['interval']
+            assert low <= rep[key] <= high, key
+        else:
+            assert 'interval' not in detail, key
     assert rep['profile'] == 'smoke'
 
 
@@ -340,6 +346,45 @@ def test_headline_ratios_time_and_memory():
                     'doconv_eval_over_conv': pytest.approx(1.0)}
     assert details['resnet_doconv_train_mem_over_plain']['measure'] == 'peak training memory'
     assert details['doconv_eval_over_conv']['per_case'] == {'x': 2.0, 'y': 0.5}
+    assert not any('interval' in d for d in details.values())  # no rounds kept in these cases
+
+
+def test_headline_ratios_interval_from_the_rounds():
+    rounds = dict(doconv=[110.0, 100.0, 130.0, 105.0, 99.0], plain=[100.0] * 5)
+    case = dict(family='resnet_train', mode='train_step', case='a',
+                ratios={'doconv/plain': 1.05}, ratios_of_minima={'doconv/plain': 0.99},
+                ratios_of_medians={'doconv/plain': 1.05}, memory_ratios={'doconv/plain': 1.1},
+                pairs={'doconv/plain': ['doconv', 'plain']},
+                results={n: dict(raw_ms=v) for n, v in rounds.items()})
+    _, details = report.headline_ratios([case])
+    low, high = details['resnet_doconv_train_over_plain']['interval']
+    assert 0.99 <= low <= 1.05 <= high <= 1.3
+    assert 'interval' not in details['resnet_doconv_train_mem_over_plain']  # memory: no rounds
+
+
+def test_bootstrap_interval():
+    assert harness.bootstrap_interval([[1.1] * 7]) == (pytest.approx(1.1), pytest.approx(1.1))
+    spread = [0.9, 1.0, 1.05, 1.1, 1.2, 1.0, 1.3, 0.95, 1.02]
+    low, high = harness.bootstrap_interval([spread])
+    assert low < 1.02 < high and min(spread) <= low and high <= max(spread)
+    assert harness.bootstrap_interval([spread]) == (low, high)  # fixed seed
+    narrow = harness.bootstrap_interval([spread], level=0.5)
+    assert low <= narrow[0] <= narrow[1] <= high
+    # several cases: the interval of the geometric mean of the medians
+    two = harness.bootstrap_interval([[2.0] * 5, [0.5] * 5])
+    assert two == (pytest.approx(1.0), pytest.approx(1.0))
+    for bad in (dict(per_case=[]), dict(per_case=[[]]), dict(per_case=[[1.0]], level=1.0),
+                dict(per_case=[[1.0]], resamples=0)):
+        with pytest.raises(ValueError, match='level'):
+            harness.bootstrap_interval(**bad)
+
+
+def test_round_ratios():
+    res = dict(pairs={'a/b': ['a', 'b']}, results=dict(a=dict(raw_ms=[2.0, 3.0]),
+                                                      b=dict(raw_ms=[1.0, 2.0])))
+    assert harness.round_ratios(res, 'a/b') == [2.0, 1.5]
+    assert harness.round_ratios(res, 'c/b') is None
+    assert harness.round_ratios(dict(res, results=dict(a={}, b={})), 'a/b') is None
 
 
 def test_profiles_targets_and_subsets():
