@@ -152,6 +152,7 @@ def run_benchmark(profile: str = 'quick',
         loadavg_after=[round(v, 2) for v in os.getloadavg()],
         elapsed_s=time.time() - start,
     )
+
     def interval(key):
         bounds = details[key].get('interval')
         return ' [{:.3f}, {:.3f}]'.format(*bounds) if bounds else ''
