@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
-from mm_efficientconv.layers.kernel_view import kernel_view
+from mm_efficientconv.layers.kernel_view import KernelView, kernel_view
 
 _PADDING_MODES = ('zeros', 'reflect', 'replicate', 'circular')
 
@@ -192,7 +192,7 @@ class EfficientConv2d(nn.Module):
 
     def reset_plain_parameters(self) -> None:
         """``nn.Conv2d.reset_parameters`` on the plain weight and bias."""
-        nn.init.kaiming_uniform_(self._parameters['weight'], a=math.sqrt(5))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         self._reset_default_bias()
 
     def _default_kernel(self, like: torch.Tensor) -> torch.Tensor:
@@ -211,7 +211,7 @@ class EfficientConv2d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def _plain_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self._parameters['weight'], self.bias)
+        return self._conv_forward(x, self.weight, self.bias)
 
     # ----------------------------------------------------------- dense kernel
     def compute_weight(self) -> torch.Tensor:
@@ -262,6 +262,32 @@ class EfficientConv2d(nn.Module):
             return
         super().__setattr__(name, value)
 
+    def register_parameter(self, name: str, param: Optional[nn.Parameter]) -> None:
+        """``nn.Module.register_parameter``; the composed kernel (a
+        ``KernelView``, e.g. handed back by ``torch.nn.utils.prune``, which
+        re-registers ``weight`` as ``weight_orig``) is refused with an error
+        that says what works instead."""
+        if isinstance(param, KernelView):
+            own = ', '.join(n for n, _ in self.named_parameters())
+            raise TypeError(
+                f"{type(self).__name__}.weight is the kernel composed from the layer's own "
+                f"parameters ({own}), not a Parameter, so it cannot be registered as "
+                f"'{name}'. Reparametrisations of a conv's 'weight' (torch.nn.utils.prune, "
+                'weight_norm, ...) need a stock conv: apply them to layer.to_plain_conv() (an '
+                "equal nn.Conv2d) or to the layer's own parameters.")
+        super().register_parameter(name, param)
+
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` calls this on every submodule before compiling;
+        the layers' forwards are Python (kernel composition, custom autograd
+        functions), so scripting stops here with an error that says what
+        works instead."""
+        raise RuntimeError(
+            f'torch.jit.script cannot compile {type(self).__name__}: its forward composes the '
+            'kernel in Python with custom autograd functions. Use torch.jit.trace, '
+            'torch.compile or the ONNX export (tools/deploy/export_onnx.py), or script a model '
+            'whose layers were replaced by layer.to_plain_conv() (an equal nn.Conv2d).')
+
     # ----------------------------------------------------------------- deploy
     def to_plain_conv(self) -> nn.Conv2d:
         """A new ``nn.Conv2d`` computing the same function, holding the
@@ -269,7 +295,7 @@ class EfficientConv2d(nn.Module):
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
                          self.padding, self.dilation, self.groups, self.bias is not None,
                          self.padding_mode)
-        weight = self._parameters['weight'] if self.plain else self.compute_weight()
+        weight = self.weight if self.plain else self.compute_weight()
         conv = conv.to(device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             conv.weight.copy_(weight)

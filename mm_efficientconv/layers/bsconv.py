@@ -155,7 +155,7 @@ class _BSConvBase(EfficientConv2d):
                 the layer is not one convolution there.
         """
         if self.plain:
-            return self._parameters['weight']
+            return self.weight
         if self.mid_norm_names:
             if self.training:
                 raise RuntimeError(
@@ -494,7 +494,7 @@ class BSConvS(_BSConvBase, Conv2dInitTarget):
                 ``pw2`` (the deploy form has no projection).
         """
         if self.plain:
-            return self._parameters['weight'].new_zeros((), dtype=torch.float32)
+            return self.weight.new_zeros((), dtype=torch.float32)
         if self.merged:
             raise RuntimeError('BSConvS.reg_loss() is undefined after switch_to_deploy() merged '
                                'pw1 and pw2: the deploy form has no projection; compute the '

@@ -206,7 +206,7 @@ class DOConv(EfficientConv2d, Conv2dInitTarget):
 
     def _compose(self, allow_view: bool) -> torch.Tensor:
         if self.plain:
-            return self._parameters['weight']
+            return self.weight
         W, D = self.W, self.D
         with autocast_disabled(W.device.type):
             return doconv_kernel(W, D, self.identity, self.groups, self.kernel_size, allow_view)

@@ -71,7 +71,7 @@ def kaiming_init_parts(layer: nn.Module) -> None:
     """Kaiming-normal (fan-out, ReLU) init of each part (``layer.kernels``) of a
     MixConv-family layer as a conv of its own, zero bias; in plain mode the
     same on ``weight`` (shared by :class:`MixConv` and ``MixGroupedPointwise``)."""
-    kernels = [layer._parameters['weight']] if layer.plain else list(layer.kernels)
+    kernels = [layer.weight] if layer.plain else list(layer.kernels)
     for kernel in kernels:
         nn.init.kaiming_normal_(kernel, mode='fan_out', nonlinearity='relu')
     if layer.bias is not None:
@@ -180,7 +180,10 @@ class MixConv(EfficientConv2d, Conv2dInitTarget):
             Ignored when the stride is not 1; incompatible with a call-site
             dilation other than 1. Defaults to False.
         fuse (str): Evaluation path. ``'auto'``: the fused single conv when
-            no gradient is needed (inference), split/concat when training.
+            no gradient is needed (inference), split/concat when training;
+            under ``torch.jit.trace`` always the fused conv (differentiable
+            too), so a trace does not depend on the grad mode it was recorded
+            in (its check re-runs without gradients) and exports one conv.
             ``'always'`` / ``'never'`` force fused / split. Both are exact.
             Inside ``cached_kernels()`` the fused kernel is built once while
             no gradient is needed. Defaults to ``'auto'``.
@@ -390,8 +393,8 @@ class MixConv(EfficientConv2d, Conv2dInitTarget):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.plain:
             return self._plain_forward(x)
-        if self.fuse_mode == 'always' or (
-                self.fuse_mode == 'auto' and not _needs_grad(x, [*self.kernels, self.bias])):
+        if self.fuse_mode == 'always' or (self.fuse_mode == 'auto' and (
+                torch.jit.is_tracing() or not _needs_grad(x, [*self.kernels, self.bias]))):
             return self.forward_fused(x)
         return self.forward_split(x)
 
