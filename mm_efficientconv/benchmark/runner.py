@@ -57,7 +57,8 @@ def run_benchmark(profile: str = 'quick',
         layer_batch (int, optional): Batch of the MixConv and BSConv-U suites.
         doconv_batch (int, optional): Batch of the DO-Conv suite.
         backbone_batch (int, optional): Batch of the backbone suites.
-        train_batch (int, optional): Batch of the training-step suites.
+        train_batch (int, optional): Batch of every training-step suite (the
+            ResNet pair's own ``resnet_train_batch`` included).
         keep_going (bool): A suite that raises is recorded under
             ``suite_errors`` (its keys then missing) and the others still run,
             instead of the error propagating. Defaults to False.
@@ -79,6 +80,8 @@ def run_benchmark(profile: str = 'quick',
             cfg[name] = value
     if backbone_batch is not None:
         cfg['mixnet_batch'] = backbone_batch
+    if train_batch is not None:
+        cfg['resnet_train_batch'] = train_batch
     if device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: no CUDA device is available')
     dev = torch.device(device)

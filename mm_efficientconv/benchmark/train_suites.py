@@ -196,7 +196,10 @@ def resnet_cfgs(depth: int) -> Dict[str, dict]:
 
 
 def bench_resnet_train(cfg: dict, device: torch.device) -> dict:
-    """DO-Conv ResNet / plain ResNet training step: time and memory."""
+    """DO-Conv ResNet / plain ResNet training step: time and memory (at the
+    profile's ``resnet_train_batch`` and ``resnet_train_repeats`` where set)."""
+    cfg = dict(cfg, train_batch=cfg.get('resnet_train_batch') or cfg['train_batch'],
+               train_repeats=cfg.get('resnet_train_repeats') or cfg['train_repeats'])
     depth = cfg['train_resnet']
     cfgs = resnet_cfgs(depth)
     plain = build_classifier(cfgs['plain'], device)

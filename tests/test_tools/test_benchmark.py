@@ -409,6 +409,19 @@ def test_profiles_targets_and_subsets():
     assert harness.geomean([2.0, 0.5]) == pytest.approx(1.0)
 
 
+def test_resnet_pair_runs_at_its_own_batch_and_rounds(monkeypatch):
+    quick, cuda = profiles.profile_config('quick'), profiles.profile_config('quick', 'cuda')
+    assert quick['resnet_train_batch'] > quick['train_batch']
+    assert cuda['resnet_train_batch'] is None and cuda['resnet_train_repeats'] is None
+    smoke = dict(profiles.PROFILES['smoke'], resnet_train_batch=3, resnet_train_repeats=2)
+    case, = train_suites.bench_resnet_train(smoke, torch.device('cpu'))['cases']
+    assert case['shape'][0] == 3 and case['repeats'] == 2
+    # --train-batch sets every training suite's batch, the ResNet pair's own included
+    monkeypatch.setitem(profiles.PROFILES, 'smoke', smoke)
+    case, = benchmark.run_benchmark('smoke', only=['resnet_train'], train_batch=1)['cases']
+    assert case['shape'][0] == 1 and case['repeats'] == 2
+
+
 def test_atomic_write(tmp_path):
     path = tmp_path / 'sub' / 'x.md'
     report.atomic_write(str(path), b'one')
