@@ -53,11 +53,12 @@ class DOConv(EfficientConv2d, Conv2dInitTarget):
 
     The layer trains ``W`` (``(out, in // groups, D_mul)``) and ``D' = D - I``
     (``(in, kh * kw, D_mul)``, zero at initialisation, so the layer starts as
-    the plain conv with kernel ``W[:, :, :kh * kw]``). ``I`` is a
-    non-persistent buffer: it is never saved and never counted as a
-    parameter. Grouped (DO-GConv), depthwise and depthwise-with-multiplier
-    (DO-DConv) convolutions index ``D`` by the true input channel of each
-    kernel slice.
+    the plain conv with kernel ``W[:, :, :kh * kw]``). ``I`` is a constant
+    built on ``D``'s device and dtype where it is used (:attr:`identity`):
+    never saved, never a parameter, and not a buffer, so that ``to_empty()``
+    after a meta-device construction leaves nothing uninitialised. Grouped
+    (DO-GConv), depthwise and depthwise-with-multiplier (DO-DConv)
+    convolutions index ``D`` by the true input channel of each kernel slice.
 
     Behaviour worth knowing:
 
@@ -140,7 +141,6 @@ class DOConv(EfficientConv2d, Conv2dInitTarget):
         self.W = nn.Parameter(
             torch.empty(out_channels, in_channels // groups, D_mul))
         self.D = nn.Parameter(torch.zeros(in_channels, num_taps, D_mul))
-        self.register_buffer('identity', doconv_identity(num_taps, D_mul), persistent=False)
         self._init_bias(bias)
         self.reset_parameters()
 
@@ -149,6 +149,11 @@ class DOConv(EfficientConv2d, Conv2dInitTarget):
     def num_taps(self) -> int:
         """``kh * kw``."""
         return self.kernel_size[0] * self.kernel_size[1]
+
+    @property
+    def identity(self) -> torch.Tensor:
+        """``I`` ``(kh * kw, D_mul)``, on ``D``'s device and dtype."""
+        return doconv_identity(self.num_taps, self.D_mul, self.D.dtype, self.D.device)
 
     def reset_parameters(self) -> None:
         """``nn.Conv2d.reset_parameters`` applied to the effective kernel
@@ -242,7 +247,7 @@ class DOConv(EfficientConv2d, Conv2dInitTarget):
             requires_grad = self.W.requires_grad
             with torch.no_grad():
                 weight = self.compute_weight().detach().clone()
-            del self.W, self.D, self.identity
+            del self.W, self.D
             bias = self._parameters.pop('bias')
             self._parameters['weight'] = nn.Parameter(weight, requires_grad=requires_grad)
             self._parameters['bias'] = bias
@@ -301,7 +306,7 @@ class DOConv(EfficientConv2d, Conv2dInitTarget):
         if D.shape != d_diag.shape or D.shape != self.D.shape:
             return  # the D shape check of the regular loading reports it
         # exact when d_diag equals our identity (the default D_mul = kh * kw)
-        diff = d_diag.to(D.dtype) - self.identity.to(device=D.device, dtype=D.dtype)
+        diff = d_diag.to(D.dtype) - doconv_identity(self.num_taps, self.D_mul, D.dtype, D.device)
         D = D + diff
         state_dict[key_d] = D
         self._warn_reference_bug(prefix, D)

@@ -28,9 +28,9 @@ LAYERS = {
 }
 
 
-def _layer_and_input(name):
+def _layer_and_input(name, layers=None):
     torch.manual_seed(0)
-    build, cin = LAYERS[name]
+    build, cin = (layers or LAYERS)[name]
     return build().eval(), torch.randn(2, cin, 10, 10)
 
 
@@ -112,3 +112,32 @@ def test_torch_fuse_conv_bn_eval_equals_conv_then_bn(name):
     assert type(fused) is type(layer) and fused is not layer
     torch.testing.assert_close(fused(x), expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(layer(x), before, rtol=0, atol=0)  # the input layer is untouched
+
+
+META_LAYERS = dict(
+    LAYERS,
+    doconv_grouped_dmul=(lambda: DOConv(8, 12, 3, padding=1, groups=2, D_mul=12), 8),
+    doconv_1x1=(lambda: DOConv(8, 12, 1), 8),
+)
+
+
+@pytest.mark.parametrize('name', list(META_LAYERS))
+def test_meta_device_construction_then_real_weights(name):
+    """Large-model init: build on the meta device, then ``to_empty()`` +
+    ``load_state_dict`` (or ``reset_parameters``), or ``load_state_dict(...,
+    assign=True)``: the same function as the layer built eagerly, as for
+    ``nn.Conv2d`` (nothing uninitialised left behind)."""
+    eager, x = _layer_and_input(name, META_LAYERS)
+    build = META_LAYERS[name][0]
+    with torch.device('meta'):
+        empty, assigned, reset = build(), build(), build()
+    empty = empty.to_empty(device='cpu').eval()
+    empty.load_state_dict(eager.state_dict())
+    torch.testing.assert_close(empty(x), eager(x), rtol=0, atol=0)
+    assigned.load_state_dict(eager.state_dict(), assign=True)
+    torch.testing.assert_close(assigned.eval()(x), eager(x), rtol=0, atol=0)
+    reset = reset.to_empty(device='cpu')
+    reset.reset_parameters()
+    weight = reset.weight.detach()
+    assert torch.isfinite(reset(x)).all() and weight.std() > 0
+    torch.testing.assert_close(reset(x), reset._conv_forward(x, weight, reset.bias))
