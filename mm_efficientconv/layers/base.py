@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
 from mm_efficientconv.layers.kernel_view import KernelView, kernel_view
+from mm_efficientconv.layers.utils import in_graph_transform
 
 _PADDING_MODES = ('zeros', 'reflect', 'replicate', 'circular')
 
@@ -55,12 +56,6 @@ def same_padding(kernel_size: Tuple[int, int], dilation: Tuple[int, int]) -> Tup
     """Centred ('same' for stride 1) padding of an odd kernel; used by every
     layer that mixes kernel sizes."""
     return tuple(d * (k - 1) // 2 for k, d in zip(kernel_size, dilation))
-
-
-def _tracing() -> bool:
-    compiler = getattr(torch, 'compiler', None)
-    return (torch.jit.is_tracing() or torch.jit.is_scripting()
-            or bool(compiler is not None and compiler.is_compiling()))
 
 
 class Conv2dInitTarget:
@@ -245,7 +240,7 @@ class EfficientConv2d(nn.Module):
         except AttributeError:
             if name == 'weight' and not self.__dict__.get('plain', True):
                 weight = self.compute_weight()
-                return weight if _tracing() else kernel_view(self, weight)
+                return weight if in_graph_transform() else kernel_view(self, weight)
             raise
 
     def __setattr__(self, name: str, value) -> None:

@@ -41,7 +41,8 @@ from mmcv.cnn import ConvModule
 from mmengine.registry import MODELS
 from torch.autograd.function import once_differentiable
 
-from .doconv_compose import _ext, _tracing
+from .doconv_compose import _ext
+from .utils import in_graph_transform
 
 _ACT_CODES = {type(None): 0, nn.ReLU: 1, nn.SiLU: 2}
 
@@ -106,7 +107,7 @@ def _fused_act_code(x: torch.Tensor, norm: nn.Module, act: Optional[nn.Module]) 
     """The activation code of the fused op, or None where the modules must run."""
     code = _ACT_CODES.get(type(act))
     if (code is None or type(norm) is not nn.BatchNorm2d or not norm.training
-            or not norm.affine or not fused_batch_norm_act_available() or _tracing()):
+            or not norm.affine or not fused_batch_norm_act_available() or in_graph_transform()):
         return None
     if (type(x) is not torch.Tensor or x.device.type != 'cpu' or x.dtype != torch.float32
             or x.dim() != 4 or x.numel() <= x.shape[1]  # stock raises for one value per channel

@@ -22,14 +22,17 @@ Two implementations with one entry point, :func:`doconv_compose`:
 The compiled op is optional (``pip install --no-build-isolation -e .`` builds
 it; a failed build only warns). Whether it is used: :func:`fused_compose_available`;
 ``MMEFF_WITH_OPS=0`` in the environment, or ``set_fused_compose(False)``,
-turns it off. It is never used while tracing, scripting, exporting to ONNX or
-compiling with ``torch.compile``, which see the PyTorch formulation.
+turns it off. It is never used while tracing, scripting, exporting to ONNX,
+compiling with ``torch.compile`` or under ``torch.func`` transforms (``vmap``,
+``grad``), which see the PyTorch formulation.
 """
 import os
 import warnings
 from typing import Tuple
 
 import torch
+
+from mm_efficientconv.layers.utils import in_graph_transform
 
 try:  # pragma: no cover - depends on the build
     from mm_efficientconv import _ext
@@ -100,17 +103,10 @@ class _FusedCompose(torch.autograd.Function):
         return grad_W, grad_D, None
 
 
-def _tracing() -> bool:
-    compiler = getattr(torch, 'compiler', None)
-    return (torch.jit.is_tracing() or torch.jit.is_scripting()
-            or torch.onnx.is_in_onnx_export()
-            or bool(compiler is not None and compiler.is_compiling()))
-
-
 def uses_fused_compose(W: torch.Tensor, D: torch.Tensor) -> bool:
     """Whether :func:`doconv_compose` takes the fused CPU kernel for these
     operands."""
-    return (fused_compose_available() and not _tracing() and W.device.type == 'cpu'
+    return (fused_compose_available() and not in_graph_transform() and W.device.type == 'cpu'
             and W.dtype in (torch.float32, torch.float64) and D.dtype == W.dtype
             and D.device == W.device and W.dim() == 3 and D.dim() == 3
             and D.shape[1] == FUSED_TAPS and D.shape[2] == FUSED_D_MUL
@@ -193,7 +189,7 @@ def doconv_kernel(W: torch.Tensor, D_prime: torch.Tensor, identity: torch.Tensor
     if uses_fused_compose(W, D_prime):
         return _compose_fused(W, D_prime + identity.to(D_prime.dtype), groups, kernel_size)
     _report_missing_ext_once(W, D_prime)
-    if (groups == 1 and not _tracing() and W.dtype == D_prime.dtype
+    if (groups == 1 and not in_graph_transform() and W.dtype == D_prime.dtype
             and W.device == D_prime.device):
         return compose_residual(W, D_prime, kernel_size, allow_view)
     return compose_with_matmul(W, D_prime + identity.to(D_prime.dtype), groups, kernel_size)

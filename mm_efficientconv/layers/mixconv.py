@@ -31,6 +31,7 @@ from mmengine.registry import MODELS
 
 from mm_efficientconv.layers.base import Conv2dInitTarget, EfficientConv2d, same_padding
 from mm_efficientconv.layers.kernel_cache import cached_kernel
+from mm_efficientconv.layers.utils import functorch_transforms_active
 
 _SPLITS = ('equal', 'exp')
 _FUSE_MODES = ('auto', 'always', 'never')
@@ -181,10 +182,11 @@ class MixConv(EfficientConv2d, Conv2dInitTarget):
             dilation other than 1. Defaults to False.
         fuse (str): Evaluation path. ``'auto'``: the fused single conv when
             no gradient is needed (inference), split/concat when training;
-            under ``torch.jit.trace`` always the fused conv (differentiable
-            too), so a trace does not depend on the grad mode it was recorded
-            in (its check re-runs without gradients) and exports one conv.
-            ``'always'`` / ``'never'`` force fused / split. Both are exact.
+            under ``torch.jit.trace`` always split/concat, so a trace does not
+            depend on the grad mode it was recorded in (its check re-runs
+            without gradients) and FLOP counters see the mixed kernels (the
+            deploy form is the single fused conv). ``'always'`` / ``'never'``
+            force fused / split. Both are exact.
             Inside ``cached_kernels()`` the fused kernel is built once while
             no gradient is needed. Defaults to ``'auto'``.
     """
@@ -393,8 +395,8 @@ class MixConv(EfficientConv2d, Conv2dInitTarget):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.plain:
             return self._plain_forward(x)
-        if self.fuse_mode == 'always' or (self.fuse_mode == 'auto' and (
-                torch.jit.is_tracing() or not _needs_grad(x, [*self.kernels, self.bias]))):
+        if self.fuse_mode == 'always' or (self.fuse_mode == 'auto' and not torch.jit.is_tracing()
+                                          and not _needs_grad(x, [*self.kernels, self.bias])):
             return self.forward_fused(x)
         return self.forward_split(x)
 
@@ -405,8 +407,11 @@ class MixConv(EfficientConv2d, Conv2dInitTarget):
     def forward_split(self, x: torch.Tensor) -> torch.Tensor:
         """One depthwise conv per group on its channel slice, then concat."""
         biases = self._group_biases()
-        caller_channels_last = x.is_contiguous(memory_format=torch.channels_last)
-        channels_last = self._channels_last_grad and x.device.type == 'cpu' and \
+        # the layout choices below are eager-only: torch.func transforms (vmap, grad) take
+        # neither layout queries nor _ContiguousGrad, and a trace must not depend on grad mode
+        eager = not (functorch_transforms_active() or torch.jit.is_tracing())
+        caller_channels_last = eager and x.is_contiguous(memory_format=torch.channels_last)
+        channels_last = eager and self._channels_last_grad and x.device.type == 'cpu' and \
             torch.is_grad_enabled() and any(k.requires_grad for k in self.kernels)
         if channels_last and not caller_channels_last and x.requires_grad:
             x = _ContiguousGrad.apply(x)

@@ -17,6 +17,26 @@ def autocast_disabled(device_type: str):
         return contextlib.nullcontext()
 
 
+def functorch_transforms_active() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``,
+    ...) is running: custom autograd functions without a vmap rule, compiled
+    ops and layout queries are refused there."""
+    active = getattr(torch._C, '_are_functorch_transforms_active', None)
+    return bool(active is not None and active())
+
+
+def in_graph_transform() -> bool:
+    """Whether the code runs under ``torch.jit`` tracing or scripting, an
+    ONNX export, ``torch.compile`` / ``torch.export`` or a ``torch.func``
+    transform. The layers then take their stock-PyTorch formulations:
+    compiled CPU ops, custom autograd functions and the ``KernelView`` tensor
+    subclass are for eager execution."""
+    compiler = getattr(torch, 'compiler', None)
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or bool(compiler is not None and compiler.is_compiling())
+            or functorch_transforms_active())
+
+
 class _OrthonormalPenalty(torch.autograd.Function):
     """``||W W^T - I||_F`` of a 2-D fp32 ``W`` with a one-matmul backward.
 
@@ -67,6 +87,6 @@ def orthonormal_penalty(weight: torch.Tensor) -> torch.Tensor:
     """
     with autocast_disabled(weight.device.type):
         w = weight.reshape(weight.shape[0], -1).float()
-        if torch.jit.is_tracing() or torch.jit.is_scripting():
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or functorch_transforms_active():
             return _penalty_expression(w)
         return _OrthonormalPenalty.apply(w)

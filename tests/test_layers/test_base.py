@@ -141,3 +141,28 @@ def test_meta_device_construction_then_real_weights(name):
     weight = reset.weight.detach()
     assert torch.isfinite(reset(x)).all() and weight.std() > 0
     torch.testing.assert_close(reset(x), reset._conv_forward(x, weight, reset.bias))
+
+
+@pytest.mark.parametrize('name', list(META_LAYERS))
+def test_torch_func_per_sample_gradients(name):
+    """``vmap(grad(...))`` over ``functional_call`` (per-sample gradients, as
+    in differentially private training) equals autograd sample by sample, and
+    ``vmap`` of the forward equals the batched forward."""
+    from torch.func import functional_call, grad, vmap
+    layer, x = _layer_and_input(name, META_LAYERS)
+    layer.train()
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+
+    def loss(p, sample):
+        return functional_call(layer, p, (sample.unsqueeze(0), )).pow(2).sum()
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0))(params, x)
+    for i in range(x.shape[0]):
+        layer.zero_grad()
+        layer(x[i:i + 1]).pow(2).sum().backward()
+        for key, param in layer.named_parameters():
+            scale = param.grad.abs().max().item()
+            torch.testing.assert_close(per_sample[key][i], param.grad, rtol=1e-4,
+                                       atol=1e-5 * scale)
+    batched = vmap(lambda sample: layer(sample.unsqueeze(0)))(x).squeeze(1)
+    torch.testing.assert_close(batched, layer(x), rtol=1e-5, atol=1e-5)

@@ -1,10 +1,12 @@
 # Copyright (c) mm_efficientconv contributors. All rights reserved.
 """mm_efficientconv.layers.utils: the orthonormal penalty against the naive
-expression of the BSConv paper, and the autocast helper."""
+expression of the BSConv paper, the autocast helper and the detection of
+graph transforms (tracing, torch.func)."""
 import pytest
 import torch
 
 from mm_efficientconv.layers.utils import (_OrthonormalPenalty, autocast_disabled,
+                                           functorch_transforms_active, in_graph_transform,
                                            orthonormal_penalty)
 
 
@@ -61,6 +63,30 @@ def test_traced_penalty_equals_eager():
     w = torch.randn(5, 9)
     traced = torch.jit.trace(orthonormal_penalty, (w, ))
     torch.testing.assert_close(traced(w * 2), orthonormal_penalty(w * 2))
+
+
+def test_penalty_under_torch_func_equals_autograd():
+    torch.manual_seed(0)
+    w = torch.randn(3, 4, 6)  # a batch of three weights for vmap
+    per_weight = torch.func.vmap(torch.func.grad(orthonormal_penalty))(w)
+    for i in range(3):
+        wi = w[i].clone().requires_grad_()
+        orthonormal_penalty(wi).backward()
+        torch.testing.assert_close(per_weight[i], wi.grad)
+
+
+@pytest.mark.filterwarnings('ignore::FutureWarning')  # torch.jit.trace is deprecated, still used
+def test_graph_transform_detection():
+    assert not in_graph_transform() and not functorch_transforms_active()
+    seen = []
+
+    def probe(t):
+        seen.append((in_graph_transform(), functorch_transforms_active()))
+        return t * 2
+
+    torch.func.vmap(probe)(torch.ones(2, 3))
+    torch.jit.trace(probe, (torch.ones(2), ), check_trace=False)
+    assert seen == [(True, True), (True, False)]
 
 
 def test_autocast_disabled_is_a_no_op_without_autocast():
