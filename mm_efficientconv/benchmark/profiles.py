@@ -96,8 +96,10 @@ KEY_SOURCES = {
 # (None: ``train_batch`` / ``train_repeats``): the ResNet pair's own batch and rounds.
 # --quick trains it at batch 16 (half of mmpretrain's 32): at batch 8 the composition's
 # fixed cost (14-21 ms a step) alone put the pair at 1.03 on a quiet VM (1 Dec 2026:
-# per-round spread 1%, a 680 ms plain step), at batch 16 it is 1.0-1.5% of a 1.3 s step;
-# 7 rounds pay for the bigger batch within the time budget. ``train_warmup``: untimed
+# per-round spread 1%, a 680 ms plain step), at batch 16 it is ~1.5% of a 1.3 s step;
+# 5 rounds pay for the bigger batch within the time budget (a 1.3-2.2 s step; on a
+# quiet VM its rounds spread by 1-2%, on a noisy one no round count of this budget
+# settles a 2% difference). ``train_warmup``: untimed
 # steps before the sizing round (itself untimed); with none, the first timed step was
 # still 13-24% slow in 2 of 6 suites (a ratio favouring whichever model runs second).
 PROFILES = {
@@ -116,7 +118,7 @@ PROFILES = {
                   layer_modes=('train', 'eval'), memory_modes=('train_step',),
                   train_batch=8, train_resolution=224, train_resnet=18, train_warmup=1,
                   train_repeats=9, train_amp=False, train_channels_last=False,
-                  resnet_train_batch=16, resnet_train_repeats=7,
+                  resnet_train_batch=16, resnet_train_repeats=5,
                   mixnet_train_formats=('cl', )),
     'full': dict(layer_batch=32, doconv_batch=32, backbone_batch=8, mixnet_batch=16, resolution=224,
                  layer_scale=1, subset='full', warmup=3, min_repeats=15, max_repeats=31,
