@@ -17,7 +17,8 @@ device and dtype, which catches in-place updates made under ``no_grad``
 (optimiser steps, ``load_state_dict``) and ``.to()``; writes through
 ``param.data`` are not seen, so do not write parameters through ``.data``
 inside a scope. Caching is bypassed while a gradient is needed, while tracing
-or scripting with ``torch.jit`` and while compiling with ``torch.compile``.
+or scripting with ``torch.jit``, exporting to ONNX, compiling with
+``torch.compile`` and under ``torch.func`` transforms.
 
 ``KernelCacheHook`` (``mm_efficientconv.hooks``) opens a scope around the
 validation and test loops of an mmengine ``Runner``.
@@ -26,6 +27,8 @@ import contextlib
 from typing import Callable, Dict, Hashable, Iterator, Optional, Sequence, Tuple
 
 import torch
+
+from mm_efficientconv.layers.utils import in_graph_transform
 
 _scope_depth = 0
 _entries: Dict[Tuple[int, Hashable], tuple] = {}
@@ -59,11 +62,6 @@ def kernel_cache_active() -> bool:
     return _scope_depth > 0
 
 
-def _compiling() -> bool:
-    compiler = getattr(torch, 'compiler', None)
-    return bool(compiler is not None and compiler.is_compiling())
-
-
 def _key(sources: Sequence[torch.Tensor]) -> tuple:
     return tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in sources)
 
@@ -75,8 +73,9 @@ def cached_kernel(module: torch.nn.Module,
     """``compose()``, reused within the current :func:`cached_kernels` scope.
 
     Composes afresh (and caches nothing) outside a scope, when a gradient is
-    needed (grad mode on and a source requires grad), or while tracing /
-    scripting / compiling.
+    needed (grad mode on and a source requires grad), or under a graph
+    transform (tracing, scripting, ONNX export, compiling, ``torch.func``:
+    :func:`~mm_efficientconv.layers.utils.in_graph_transform`).
 
     Args:
         module (nn.Module): The layer that owns the kernel.
@@ -89,8 +88,7 @@ def cached_kernel(module: torch.nn.Module,
     Returns:
         Tensor: The kernel (a cached one never carries an autograd graph).
     """
-    if (_scope_depth == 0 or torch.jit.is_scripting() or torch.jit.is_tracing()
-            or _compiling()
+    if (_scope_depth == 0 or in_graph_transform()
             or (torch.is_grad_enabled() and any(t.requires_grad for t in sources))):
         return compose()
     slot = (id(module), tag)

@@ -13,7 +13,7 @@ import torch.nn.utils.prune as prune
 from mmcv.cnn import ConvModule
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from mm_efficientconv.layers import BSConvS, BSConvU, DOConv, MixConv
+from mm_efficientconv.layers import BSConvS, BSConvU, DOConv, MixConv, cached_kernels
 
 # torch.jit.trace / script are deprecated, still used
 pytestmark = [pytest.mark.usefixtures('one_thread'),
@@ -166,3 +166,7 @@ def test_torch_func_per_sample_gradients(name):
                                        atol=1e-5 * scale)
     batched = vmap(lambda sample: layer(sample.unsqueeze(0)))(x).squeeze(1)
     torch.testing.assert_close(batched, layer(x), rtol=1e-5, atol=1e-5)
+    with torch.no_grad(), cached_kernels():  # a cache scope does not get in the way
+        layer(x)
+        batched = vmap(lambda sample: layer(sample.unsqueeze(0)))(x).squeeze(1)
+        torch.testing.assert_close(batched, layer(x), rtol=1e-5, atol=1e-5)
