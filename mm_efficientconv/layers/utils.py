@@ -28,9 +28,9 @@ def functorch_transforms_active() -> bool:
 def in_graph_transform() -> bool:
     """Whether the code runs under ``torch.jit`` tracing or scripting, an
     ONNX export, ``torch.compile`` / ``torch.export`` or a ``torch.func``
-    transform. The layers then take their stock-PyTorch formulations:
-    compiled CPU ops, custom autograd functions and the ``KernelView`` tensor
-    subclass are for eager execution."""
+    transform. There the compiled CPU ops (DO-Conv composition, BatchNorm +
+    activation) and the ``KernelView`` tensor subclass step aside for stock
+    PyTorch operations."""
     compiler = getattr(torch, 'compiler', None)
     return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
             or bool(compiler is not None and compiler.is_compiling())
