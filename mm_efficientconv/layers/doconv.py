@@ -24,16 +24,9 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 
 from mm_efficientconv.layers.base import Conv2dInitTarget, EfficientConv2d, IntOrPair
-from mm_efficientconv.layers.doconv_compose import doconv_compose, doconv_kernel
+from mm_efficientconv.layers.doconv_compose import doconv_compose, doconv_identity, doconv_kernel
 from mm_efficientconv.layers.kernel_cache import cached_kernel
 from mm_efficientconv.layers.utils import autocast_disabled
-
-
-def doconv_identity(num_taps: int, d_mul: int, dtype: Optional[torch.dtype] = None,
-                    device: Optional[Union[str, torch.device]] = None) -> torch.Tensor:
-    """The ``(num_taps, d_mul)`` identity that ``D' = D - I`` is stored
-    relative to (columns beyond ``num_taps`` are zero)."""
-    return torch.eye(num_taps, d_mul, dtype=dtype, device=device)
 
 
 def dct_basis(size: int, dtype: torch.dtype = torch.float64,
@@ -214,7 +207,8 @@ class DOConv(EfficientConv2d, Conv2dInitTarget):
             return self.weight
         W, D = self.W, self.D
         with autocast_disabled(W.device.type):
-            return doconv_kernel(W, D, self.identity, self.groups, self.kernel_size, allow_view)
+            # I: built by the paths that add it (a GPU's residual path does not)
+            return doconv_kernel(W, D, None, self.groups, self.kernel_size, allow_view)
 
     def _forward_kernel(self) -> torch.Tensor:
         """The kernel for the convolution (a view while a gradient is needed,

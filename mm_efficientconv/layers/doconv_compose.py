@@ -28,7 +28,7 @@ compiling with ``torch.compile`` or under ``torch.func`` transforms (``vmap``,
 """
 import os
 import warnings
-from typing import Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -167,8 +167,16 @@ def compose_residual(W: torch.Tensor, D_prime: torch.Tensor, kernel_size: Tuple[
     return kernel.view(W.shape[0], W.shape[1], *kernel_size)
 
 
-def doconv_kernel(W: torch.Tensor, D_prime: torch.Tensor, identity: torch.Tensor, groups: int,
-                  kernel_size: Tuple[int, int], allow_view: bool = False) -> torch.Tensor:
+def doconv_identity(num_taps: int, d_mul: int, dtype: Optional[torch.dtype] = None,
+                    device: Optional[Union[str, torch.device]] = None) -> torch.Tensor:
+    """The ``(num_taps, d_mul)`` identity that ``D' = D - I`` is stored
+    relative to (columns beyond ``num_taps`` are zero)."""
+    return torch.eye(num_taps, d_mul, dtype=dtype, device=device)
+
+
+def doconv_kernel(W: torch.Tensor, D_prime: torch.Tensor, identity: Optional[torch.Tensor],
+                  groups: int, kernel_size: Tuple[int, int],
+                  allow_view: bool = False) -> torch.Tensor:
     """The kernel of a DO-Conv from its stored parameters (differentiable):
     the fused CPU op where it applies, :func:`compose_residual` for other
     dense convs (GPUs, other dtypes, ``D_mul > kh * kw``), otherwise
@@ -178,7 +186,8 @@ def doconv_kernel(W: torch.Tensor, D_prime: torch.Tensor, identity: torch.Tensor
     Args:
         W (Tensor): ``(out, in // groups, D_mul)``.
         D_prime (Tensor): ``D' = D - I``, ``(in, kh * kw, D_mul)``.
-        identity (Tensor): ``I``, ``(kh * kw, D_mul)``.
+        identity (Tensor, optional): ``I``, ``(kh * kw, D_mul)``; None: built
+            (:func:`doconv_identity`) only on the paths that add it.
         groups (int): Groups of the convolution.
         kernel_size (tuple[int, int]): ``(kh, kw)``.
         allow_view (bool): See :func:`compose_residual`. Defaults to False.
@@ -187,12 +196,20 @@ def doconv_kernel(W: torch.Tensor, D_prime: torch.Tensor, identity: torch.Tensor
         Tensor: The kernel ``(out, in // groups, kh, kw)``.
     """
     if uses_fused_compose(W, D_prime):
-        return _compose_fused(W, D_prime + identity.to(D_prime.dtype), groups, kernel_size)
+        return _compose_fused(W, _full_d(D_prime, identity), groups, kernel_size)
     _report_missing_ext_once(W, D_prime)
     if (groups == 1 and not in_graph_transform() and W.dtype == D_prime.dtype
             and W.device == D_prime.device):
         return compose_residual(W, D_prime, kernel_size, allow_view)
-    return compose_with_matmul(W, D_prime + identity.to(D_prime.dtype), groups, kernel_size)
+    return compose_with_matmul(W, _full_d(D_prime, identity), groups, kernel_size)
+
+
+def _full_d(D_prime: torch.Tensor, identity: Optional[torch.Tensor]) -> torch.Tensor:
+    """``D = D' + I``."""
+    if identity is None:
+        identity = doconv_identity(D_prime.shape[1], D_prime.shape[2], D_prime.dtype,
+                                   D_prime.device)
+    return D_prime + identity.to(D_prime.dtype)
 
 
 def _compose_fused(W: torch.Tensor, D: torch.Tensor, groups: int,
