@@ -1,9 +1,10 @@
 # Copyright (c) mm_efficientconv contributors. All rights reserved.
 """The shared ``nn.Conv2d`` contract of :class:`EfficientConv2d` under torch
-utilities that act on a conv from outside: ``torch.jit.script`` and
-``torch.nn.utils.prune`` (no exact parity possible: a clear error, the layer
-untouched, the suggested route works) and ``fuse_conv_bn_eval`` (works as
-for a stock conv)."""
+utilities that act on a conv from outside. No exact parity possible, so a
+clear error, the layer untouched and the suggested route working:
+``torch.jit.script``, pruning the composed ``weight``. As for a stock conv:
+``torch.jit.trace`` with its check, pruning a plain-mode layer,
+``fuse_conv_bn_eval``, meta-device construction, ``torch.func`` transforms."""
 import copy
 
 import pytest
