@@ -39,6 +39,16 @@ fi
 
 pip_install() { "${PIP[@]}" install -c "$CONSTRAINTS" "$@"; }
 
+# pip runs out of disk half-way through an install with "[Errno 28] No space left on device"; each step that
+# writes gigabytes first checks that the filesystem it writes to has room for it (measured sizes + margin).
+need_space() {  # DIR MIB WHAT
+  local have
+  have="$(df -Pm "$1" 2>/dev/null | awk 'NR == 2 {print $4}')"
+  [ -n "$have" ] || return 0  # df cannot tell: let the step try
+  [ "$have" -ge "$2" ] || die "$3 needs about $(( ($2 + 1023) / 1024 )) GiB free on the filesystem of $1; \
+only $have MiB are free. Free some space (or set TMPDIR / MMEFF_CACHE to a roomier filesystem) and rerun make setup."
+}
+
 # Fast path: everything installed by this very script version already.
 # the compiled ops' sources are part of the key: an edited kernel is rebuilt by the editable install
 SCRIPT_HASH="$(cat "$0" "$CONSTRAINTS" "$ROOT/setup.py" "$ROOT"/mm_efficientconv/csrc/*.cpp 2>/dev/null \
@@ -54,6 +64,7 @@ pip_install -q "pip>=23" wheel ninja "setuptools>=77.0.3,<81"
 
 # ---------------------------------------------------------------- torch
 if ! "$PY" -c "import torch, torchvision, sys; sys.exit(not (torch.__version__.startswith('$TORCH_VERSION') and torchvision.__version__.startswith('$TORCHVISION_VERSION')))" >/dev/null 2>&1; then
+  need_space "$VENV" 8192 "installing torch $TORCH_VERSION + torchvision $TORCHVISION_VERSION (5.6 GiB in .venv, a CUDA build) and the rest of the stack (~1 GiB)"
   say "installing torch $TORCH_VERSION + torchvision $TORCHVISION_VERSION (several GB on first install)"
   pip_install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
@@ -75,6 +86,7 @@ if ! mmcv_ok; then
   WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
   if [ -z "$WHEEL" ]; then
     say "no cached mmcv wheel in $WHEEL_DIR: compiling mmcv $MMCV_VERSION with ops ($OPS_FLAVOUR); ~20 min on 2 cores"
+    need_space "${TMPDIR:-/tmp}" 1024 "compiling mmcv (its build directory, ~0.1 GiB, and pip's temporary files)"
     BUILD="$(mktemp -d "${TMPDIR:-/tmp}/mmcv-build.XXXXXX")"
     trap 'rm -rf "$BUILD"' EXIT
     "${PIP[@]}" download --no-deps --no-binary mmcv --no-build-isolation "mmcv==$MMCV_VERSION" -d "$BUILD" -q \
