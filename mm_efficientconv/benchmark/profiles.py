@@ -99,7 +99,13 @@ KEY_SOURCES = {
 # per-round spread 1%, a 680 ms plain step), at batch 16 it is ~1.5% of a 1.3 s step;
 # 5 rounds pay for the bigger batch within the time budget (a 1.3-2.2 s step; on a
 # quiet VM its rounds spread by 1-2%, on a noisy one no round count of this budget
-# settles a 2% difference). ``train_warmup``: untimed
+# settles a 2% difference). ``train_repeats`` is the fewest rounds: a suite times as
+# many as ``train_budget_s`` seconds of steps hold (``resnet_train_budget_s`` for the
+# ResNet pair), up to ``train_max_repeats``. The quick budgets are what the fewest
+# rounds took on the slowest VM seen (1 Dec 2026, --quick 146 s: a ResNet round 4.4 s,
+# MixNet-S and MobileNetV2 rounds 1.3-1.6 s), so a slow VM keeps its time and a fast
+# one spends its spare time on rounds (e.g. 10 / 14 / 17 instead of 5 / 9 / 9 on a VM
+# where --quick took 80 s). ``train_warmup``: untimed
 # steps before the sizing round (itself untimed); with none, the first timed step was
 # still 13-24% slow in 2 of 6 suites (a ratio favouring whichever model runs second).
 PROFILES = {
@@ -109,16 +115,17 @@ PROFILES = {
                   layer_modes=('train', 'forward', 'eval'),
                   memory_modes=('train', 'eval', 'deploy', 'train_step'),
                   train_batch=2, train_resolution=64, train_resnet=18, train_warmup=1,
-                  train_repeats=3, train_amp=False, train_channels_last=False,
-                  mixnet_train_formats=('nchw', 'cl')),
+                  train_repeats=3, train_max_repeats=3, train_budget_s=0.0, train_amp=False,
+                  train_channels_last=False, mixnet_train_formats=('nchw', 'cl')),
     'quick': dict(layer_batch=8, doconv_batch=32, backbone_batch=1, mixnet_batch=4, resolution=224,
                   layer_scale=1, subset='quick', warmup=2, min_repeats=7, max_repeats=11,
                   resnet_min_repeats=17,
                   case_budget_s=0.6, min_sample_ms=10.0, backbone_train=False, fused_vs_split=False,
                   layer_modes=('train', 'eval'), memory_modes=('train_step',),
                   train_batch=8, train_resolution=224, train_resnet=18, train_warmup=1,
-                  train_repeats=9, train_amp=False, train_channels_last=False,
-                  resnet_train_batch=16, resnet_train_repeats=5,
+                  train_repeats=9, train_max_repeats=21, train_budget_s=13.0, train_amp=False,
+                  train_channels_last=False, resnet_train_batch=16, resnet_train_repeats=5,
+                  resnet_train_budget_s=22.0,
                   mixnet_train_formats=('cl', )),
     'full': dict(layer_batch=32, doconv_batch=32, backbone_batch=8, mixnet_batch=16, resolution=224,
                  layer_scale=1, subset='full', warmup=3, min_repeats=15, max_repeats=31,
@@ -126,13 +133,14 @@ PROFILES = {
                  layer_modes=('train', 'forward', 'eval'),
                  memory_modes=('train', 'forward', 'eval', 'deploy', 'train_step'),
                  train_batch=32, train_resolution=224, train_resnet=18, train_warmup=3,
-                 train_repeats=15, train_amp=False, train_channels_last=False,
-                 mixnet_train_formats=('nchw', 'cl')),
+                 train_repeats=15, train_max_repeats=31, train_budget_s=60.0, train_amp=False,
+                 train_channels_last=False, mixnet_train_formats=('nchw', 'cl')),
 }
 #: What ``--device cuda`` changes in a profile: AMP (fp16) channels-last training steps of
 #: ResNet-50 at batch 64 (the GPU targets of issue 14).
 CUDA_OVERRIDES = dict(train_batch=64, train_resolution=224, train_resnet=50, train_amp=True,
-                      train_channels_last=True, resnet_train_batch=None, resnet_train_repeats=None)
+                      train_channels_last=True, resnet_train_batch=None, resnet_train_repeats=None,
+                      resnet_train_budget_s=None)
 
 # ResNet-50 3x3 convs (input of each stage's 3x3 conv): channels, spatial size, quick.
 DOCONV_SHAPES = [(64, 56, True), (128, 28, False), (256, 14, False), (512, 7, True)]

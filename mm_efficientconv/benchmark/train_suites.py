@@ -147,10 +147,13 @@ def _train_steps(models: Dict[str, nn.Module], cfg: dict, device: torch.device,
 
 
 def _measure(steps: Dict[str, TrainStep], pairs: dict, cfg: dict, device: torch.device) -> dict:
-    """Interleaved timing of the steps (the profile's ``train_*`` rounds),
-    then each step's peak memory and final losses."""
+    """Interleaved timing of the steps, then each step's peak memory and final
+    losses. Rounds: as many as ``train_budget_s`` seconds of timed steps hold
+    (from the sizing round's times), at least ``train_repeats`` and at most
+    ``train_max_repeats``."""
     tcfg = dict(cfg, warmup=cfg['train_warmup'], min_repeats=cfg['train_repeats'],
-                max_repeats=cfg['train_repeats'], case_budget_s=0.0, min_sample_ms=0.0)
+                max_repeats=max(cfg['train_repeats'], cfg['train_max_repeats']),
+                case_budget_s=cfg['train_budget_s'], min_sample_ms=0.0)
     res = interleaved(steps, pairs, tcfg, device, memory=False)
     memory = 'train_step' in cfg['memory_modes']
     res['losses'] = {}
@@ -197,9 +200,11 @@ def resnet_cfgs(depth: int) -> Dict[str, dict]:
 
 def bench_resnet_train(cfg: dict, device: torch.device) -> dict:
     """DO-Conv ResNet / plain ResNet training step: time and memory (at the
-    profile's ``resnet_train_batch`` and ``resnet_train_repeats`` where set)."""
-    cfg = dict(cfg, train_batch=cfg.get('resnet_train_batch') or cfg['train_batch'],
-               train_repeats=cfg.get('resnet_train_repeats') or cfg['train_repeats'])
+    profile's ``resnet_train_batch``, ``resnet_train_repeats`` and
+    ``resnet_train_budget_s`` where set)."""
+    own = {key: cfg.get(f'resnet_{key}')
+           for key in ('train_batch', 'train_repeats', 'train_budget_s')}
+    cfg = dict(cfg, **{key: value for key, value in own.items() if value is not None})
     depth = cfg['train_resnet']
     cfgs = resnet_cfgs(depth)
     plain = build_classifier(cfgs['plain'], device)

@@ -422,6 +422,21 @@ def test_resnet_pair_runs_at_its_own_batch_and_rounds(monkeypatch):
     assert case['shape'][0] == 1 and case['repeats'] == 2
 
 
+def test_training_rounds_fill_their_time_budget():
+    smoke = dict(profiles.PROFILES['smoke'], train_repeats=2, train_max_repeats=4)
+    cpu = torch.device('cpu')
+    for budget, rounds in ((0.0, 2), (1e6, 4)):
+        cfg = dict(smoke, train_budget_s=budget)
+        case, = train_suites.bench_mobilenet_v2_train(cfg, cpu)['cases']
+        assert case['repeats'] == rounds
+    # the ResNet pair's own budget wins where set, 0 included
+    own = dict(smoke, train_budget_s=1e6, resnet_train_budget_s=0.0)
+    case, = train_suites.bench_resnet_train(own, cpu)['cases']
+    assert case['repeats'] == 2
+    quick = profiles.profile_config('quick')
+    assert quick['train_max_repeats'] > quick['train_repeats'] and quick['train_budget_s'] > 0
+
+
 def test_atomic_write(tmp_path):
     path = tmp_path / 'sub' / 'x.md'
     report.atomic_write(str(path), b'one')
