@@ -94,18 +94,15 @@ KEY_SOURCES = {
 # in every run that measured both, ours 0.80-0.92x its NCHW step, timm's 0.71-0.74x;
 # the full profile measures both). ``resnet_train_batch`` / ``resnet_train_repeats``
 # (None: ``train_batch`` / ``train_repeats``): the ResNet pair's own batch and rounds.
-# --quick trains it at batch 16 (half of mmpretrain's 32): at batch 8 the composition's
-# fixed cost (14-21 ms a step) alone put the pair at 1.03 on a quiet VM (1 Dec 2026:
-# per-round spread 1%, a 680 ms plain step), at batch 16 it is ~1.5% of a 1.3 s step;
-# 5 rounds pay for the bigger batch within the time budget (a 1.3-2.2 s step; on a
-# quiet VM its rounds spread by 1-2%, on a noisy one no round count of this budget
-# settles a 2% difference). ``train_repeats`` is the fewest rounds: a suite times as
-# many as ``train_budget_s`` seconds of steps hold (``resnet_train_budget_s`` for the
-# ResNet pair), up to ``train_max_repeats``. The quick budgets are what the fewest
-# rounds took on the slowest VM seen (1 Dec 2026, --quick 146 s: a ResNet round 4.4 s,
-# MixNet-S and MobileNetV2 rounds 1.3-1.6 s), so a slow VM keeps its time and a fast
-# one spends its spare time on rounds (e.g. 10 / 14 / 17 instead of 5 / 9 / 9 on a VM
-# where --quick took 80 s). ``train_warmup``: untimed
+# --quick trains it at mmpretrain's per-GPU batch of 32 (``resnet18_8xb32``): the
+# composition is a fixed cost per step (~25-30 ms on 2 cores), 3-4% of a batch-16 step on
+# a fast VM (1 Dec 2026, 03:30 UTC: 1.032-1.049 over 8-11 rounds, an 820 ms plain step; 1.5% on a
+# slower one), ~1.5% of a batch-32 step (clean rounds 1.008-1.032, a 1.6 s step).
+# ``train_repeats`` is the fewest rounds: a suite times as many as ``train_budget_s``
+# seconds of steps hold (``resnet_train_budget_s`` for the ResNet pair), up to
+# ``train_max_repeats``; the MixNet-S and MobileNetV2 budgets are what their fewest
+# rounds took on the slowest VM seen (1.3-1.6 s a round), the ResNet pair's ~7 rounds
+# on a fast VM (5 on a slow one). ``train_warmup``: untimed
 # steps before the sizing round (itself untimed); with none, the first timed step was
 # still 13-24% slow in 2 of 6 suites (a ratio favouring whichever model runs second).
 PROFILES = {
@@ -124,8 +121,8 @@ PROFILES = {
                   layer_modes=('train', 'eval'), memory_modes=('train_step',),
                   train_batch=8, train_resolution=224, train_resnet=18, train_warmup=1,
                   train_repeats=9, train_max_repeats=21, train_budget_s=13.0, train_amp=False,
-                  train_channels_last=False, resnet_train_batch=16, resnet_train_repeats=5,
-                  resnet_train_budget_s=22.0,
+                  train_channels_last=False, resnet_train_batch=32, resnet_train_repeats=5,
+                  resnet_train_budget_s=26.0,
                   mixnet_train_formats=('cl', )),
     'full': dict(layer_batch=32, doconv_batch=32, backbone_batch=8, mixnet_batch=16, resolution=224,
                  layer_scale=1, subset='full', warmup=3, min_repeats=15, max_repeats=31,
