@@ -95,9 +95,10 @@ KEY_SOURCES = {
 # the full profile measures both). ``resnet_train_batch`` / ``resnet_train_repeats``
 # (None: ``train_batch`` / ``train_repeats``): the ResNet pair's own batch and rounds.
 # --quick trains it at mmpretrain's per-GPU batch of 32 (``resnet18_8xb32``): the
-# composition is a fixed cost per step (~25-30 ms on 2 cores), 3-4% of a batch-16 step on
-# a fast VM (1 Dec 2026, 03:30 UTC: 1.032-1.049 over 8-11 rounds, an 820 ms plain step; 1.5% on a
-# slower one), ~1.5% of a batch-32 step (clean rounds 1.008-1.032, a 1.6 s step).
+# composition is a fixed cost per step (~25-30 ms on 2 cores), 3-4% of a batch-16 step
+# on a fast VM (1 Dec 2026, 03:30 UTC: 1.032-1.049 over 8-11 rounds, an 820 ms plain
+# step; 1.5% on a slower one), ~1.5% of a batch-32 step (clean rounds 1.008-1.032, a
+# 1.6 s step).
 # ``train_repeats`` is the fewest rounds: a suite times as many as ``train_budget_s``
 # seconds of steps hold (``resnet_train_budget_s`` for the ResNet pair), up to
 # ``train_max_repeats``; the MixNet-S and MobileNetV2 budgets are what their fewest
