@@ -6,7 +6,7 @@ in one run. ``tools/analysis/benchmark.py`` is the command line.
 Modules: :mod:`.harness` (steps, interleaved timing, peak memory; the method
 is described there), :mod:`.profiles` (keys, targets, run profiles, shapes),
 :mod:`.layer_suites`, :mod:`.backbone_suites`, :mod:`.train_suites` (what is
-compared), :mod:`.report` (headline keys, markdown, chart, atomic writes),
+compared), :mod:`.report` (headline keys, combining runs, markdown, chart, atomic writes),
 :mod:`.runner` (:func:`run_benchmark`).
 
 Not imported by ``import mm_efficientconv``; timm and bsconv (the reference
@@ -21,11 +21,11 @@ Example:
 from .harness import Step, interleaved, keep_freed_memory, make_step, peak_memory_mb
 from .profiles import (CUDA_TARGETS, DESCRIPTIONS, PROFILES, TARGETS, profile_config,
                        targets_for)
-from .report import headline_ratios, to_markdown, write_report
+from .report import combine_reports, headline_ratios, to_markdown, write_report
 from .runner import SUITES, run_benchmark
 
 __all__ = [
     'Step', 'interleaved', 'keep_freed_memory', 'make_step', 'peak_memory_mb', 'DESCRIPTIONS',
-    'PROFILES', 'CUDA_TARGETS', 'TARGETS', 'profile_config', 'targets_for', 'headline_ratios',
-    'to_markdown', 'write_report', 'SUITES', 'run_benchmark'
+    'PROFILES', 'CUDA_TARGETS', 'TARGETS', 'profile_config', 'targets_for', 'combine_reports',
+    'headline_ratios', 'to_markdown', 'write_report', 'SUITES', 'run_benchmark'
 ]

@@ -231,10 +231,7 @@ def interleaved(steps: Dict[str, Callable[[], None]], pairs: Dict[str, Tuple[str
             gc.enable()
     results = {}
     for n in names:
-        ts = sorted(raw[n])
-        q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
-        results[n] = dict(median_ms=statistics.median(ts) * 1e3, min_ms=ts[0] * 1e3,
-                          iqr_ms=(q[2] - q[0]) * 1e3, raw_ms=[t * 1e3 for t in raw[n]])
+        results[n] = timing_stats([t * 1e3 for t in raw[n]])
         if memory:
             results[n]['peak_mem_mb'] = peak_memory_mb(steps[n], device)
     ratios, ratios_of_medians, ratios_of_minima = {}, {}, {}
@@ -245,6 +242,15 @@ def interleaved(steps: Dict[str, Callable[[], None]], pairs: Dict[str, Tuple[str
     return dict(results=results, ratios=ratios, ratios_of_medians=ratios_of_medians,
                 ratios_of_minima=ratios_of_minima,
                 pairs={k: list(v) for k, v in pairs.items()}, repeats=repeats, inner=inner)
+
+
+def timing_stats(raw_ms: Sequence[float]) -> dict:
+    """``median_ms``, ``min_ms``, ``iqr_ms`` and ``raw_ms`` (the rounds, in
+    order) of one step's samples (ms)."""
+    ts = sorted(raw_ms)
+    q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+    return dict(median_ms=statistics.median(ts), min_ms=ts[0], iqr_ms=q[2] - q[0],
+                raw_ms=list(raw_ms))
 
 
 def paired_ratio(candidate: Sequence[float], baseline: Sequence[float]) -> float:
@@ -290,7 +296,8 @@ def add_best_format_ratio(res: dict, models: Sequence[str], name: str) -> Dict[s
     """Adds ratio ``name`` to an :func:`interleaved` result: the paired ratio
     of the faster memory format of ``models[0]`` over that of ``models[1]``
     (each ``MODEL@nchw`` / ``MODEL@cl``, the faster chosen by median; a
-    format that was not measured is not a candidate).
+    format that was not measured is not a candidate); records the choice
+    (``best_format``) and ``name`` (``best_format_pair``).
     Returns the chosen variant per model."""
     raw = res['results']
     best = {m: min((n for n in (f'{m}@nchw', f'{m}@cl') if n in raw),
@@ -301,6 +308,7 @@ def add_best_format_ratio(res: dict, models: Sequence[str], name: str) -> Dict[s
     res['ratios_of_minima'][name] = raw[cand]['min_ms'] / raw[base]['min_ms']
     res['pairs'][name] = [cand, base]
     res['best_format'] = best
+    res['best_format_pair'] = name
     return best
 
 

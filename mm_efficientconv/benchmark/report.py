@@ -1,18 +1,22 @@
 # Copyright (c) mm_efficientconv contributors. All rights reserved.
-"""The report: headline keys from the cases, machine description, markdown,
-chart, and atomic writing of ``FILE.json`` / ``FILE.md`` / ``FILE.png``."""
+"""The report: headline keys from the cases, machine description, the
+combination of several runs, markdown, chart, and atomic writing of
+``FILE.json`` / ``FILE.md`` / ``FILE.png``."""
+import copy
 import io
 import json
 import os
 import os.path as osp
 import platform
+import statistics
 import tempfile
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .harness import bootstrap_interval, geomean, round_ratios
-from .profiles import DESCRIPTIONS, KEY_SOURCES
+from .harness import (add_best_format_ratio, bootstrap_interval, geomean, log, paired_ratio,
+                      round_ratios, timing_stats)
+from .profiles import DESCRIPTIONS, KEY_SOURCES, targets_for
 
 
 def headline_ratios(cases: List[dict]) -> Tuple[Dict[str, float], Dict[str, dict]]:
@@ -38,6 +42,172 @@ def headline_ratios(cases: List[dict]) -> Tuple[Dict[str, float], Dict[str, dict
         if all(rounds):
             details[key]['interval'] = list(bootstrap_interval(rounds))
     return keys, details
+
+
+def summarise(cases: List[dict], device: str) -> dict:
+    """The report's fields that follow from ``cases`` on ``device``
+    (``'cpu'`` / ``'cuda'``): every key at the top level, ``targets`` (the
+    device's, for the keys measured), ``reported`` (keys without a target
+    there), ``met`` and ``key_details``."""
+    keys, details = headline_ratios(cases)
+    targets = {k: v for k, v in targets_for(device).items() if k in keys}
+    reported = {k: v for k, v in keys.items() if k not in targets}
+    return dict(**{k: keys[k] for k in targets}, **reported, targets=targets, reported=reported,
+                met={k: bool(keys[k] <= t) for k, t in targets.items()}, key_details=details)
+
+
+def log_summary(report: dict) -> None:
+    """One progress-log line per key: value, interval, target and verdict."""
+
+    def interval(key):
+        bounds = report['key_details'][key].get('interval')
+        return ' [{:.3f}, {:.3f}]'.format(*bounds) if bounds else ''
+
+    for key, target in report['targets'].items():
+        log(f"{key:38s} {report[key]:.3f}{interval(key)} (target <= {target}) "
+            f"{'met' if report['met'][key] else 'MISSED'}")
+    for key, value in report['reported'].items():
+        log(f'{key:38s} {value:.3f}{interval(key)} (no target)')
+
+
+def _case_id(case: dict) -> tuple:
+    return case['family'], case['case'], case['mode'], tuple(case['shape'])
+
+
+def _median_or_none(values: list) -> Optional[float]:
+    return None if any(v is None for v in values) else statistics.median(values)
+
+
+def _combine_case(parts: List[dict]) -> dict:
+    """One case from the same case of several runs: the rounds of every step
+    concatenated in run order (a round keeps its pair), the statistics and
+    ratios recomputed from them, the faster memory format chosen again;
+    memory figures are the median over the runs."""
+    out = copy.deepcopy(parts[0])
+    for name, res in out['results'].items():
+        res.update(timing_stats([t for p in parts for t in p['results'][name]['raw_ms']]))
+        for field in ('peak_mem_mb', 'persistent_mb', 'train_mem_mb'):
+            if field in res:
+                res[field] = _median_or_none([p['results'][name].get(field) for p in parts])
+    best_pair = out.get('best_format_pair')
+    if best_pair is None and 'best_format' in out:  # a report written before best_format_pair
+        best_pair = '{} best/{} best'.format(*out['best_format'])
+    for field in ('ratios', 'ratios_of_medians', 'ratios_of_minima'):
+        out[field] = {}
+    for pair, (cand, base) in list(out['pairs'].items()):
+        if pair == best_pair:
+            continue
+        a, b = out['results'][cand], out['results'][base]
+        out['ratios'][pair] = paired_ratio(a['raw_ms'], b['raw_ms'])
+        out['ratios_of_medians'][pair] = a['median_ms'] / b['median_ms']
+        out['ratios_of_minima'][pair] = a['min_ms'] / b['min_ms']
+    if best_pair is not None:
+        add_best_format_ratio(out, list(out['best_format']), best_pair)
+    for field in ('memory_ratios', 'step_memory_ratios'):
+        if field in out:
+            out[field] = {k: statistics.median(p[field][k] for p in parts) for k in out[field]}
+    if 'max_abs_diff' in out:
+        out['max_abs_diff'] = {k: max(p['max_abs_diff'][k] for p in parts)
+                               for k in out['max_abs_diff']}
+    if 'finite_losses' in out:
+        out['finite_losses'] = all(p['finite_losses'] for p in parts)
+        out['losses'] = parts[-1]['losses']
+    out['repeats'] = sum(p['repeats'] for p in parts)
+    inner = sorted({p['inner'] for p in parts})
+    out['inner'] = inner[0] if len(inner) == 1 else '/'.join(map(str, inner))
+    out['runs'] = len(parts)
+    return out
+
+
+def _combine_lists(lists: List[List[dict]], what: str) -> List[dict]:
+    ids = [[_case_id(c) for c in cases] for cases in lists]
+    for i, other in enumerate(ids[1:], 1):
+        if sorted(other) != sorted(ids[0]):
+            missing = sorted(set(ids[0]) ^ set(other))
+            raise ValueError(f'reports[{i}] does not have the {what} of reports[0] (differing: '
+                             f'{missing}); combine runs of the same suites (same --only, no '
+                             'failed suite)')
+    by_id = [dict(zip(i, cases)) for i, cases in zip(ids, lists)]
+    return [_combine_case([cases[key] for cases in by_id]) for key in ids[0]]
+
+
+def _combine_rows(lists: List[List[dict]]) -> List[dict]:
+    """Channels-last rows: each number the median over the runs."""
+    rows = []
+    for row in lists[0]:
+        same = [r for rows_ in lists for r in rows_
+                if (r['model'], r['mode']) == (row['model'], row['mode'])]
+        rows.append({k: statistics.median(r[k] for r in same) if isinstance(v, float) else v
+                     for k, v in row.items()})
+    return rows
+
+
+def combine_reports(reports: Sequence[dict], sources: Optional[Sequence[str]] = None) -> dict:
+    """One report from several runs of the same profile on the same device.
+
+    Each case's rounds are pooled (the figure of a case is then the median
+    of the per-round ratios of all runs, and its bootstrap interval resamples
+    all those rounds); memory figures are the median over the runs. The keys,
+    ``met`` and the tables follow from the pooled cases as in a single run.
+    ``runs`` keeps every run's own keys and verdicts.
+
+    Args:
+        reports (Sequence[dict]): Reports of :func:`~.runner.run_benchmark`
+            (two or more) with equal ``profile``, ``settings``, device and
+            cases.
+        sources (Sequence[str], optional): Where each report came from (file
+            names), recorded in ``runs``. Defaults to None.
+
+    Returns:
+        dict: The combined report.
+    """
+    reports = list(reports)
+    if len(reports) < 2:
+        raise ValueError(f'reports: combining needs two or more reports, got {len(reports)}')
+    if sources is not None and len(sources) != len(reports):
+        raise ValueError(f'sources: one per report expected, got {len(sources)} for '
+                         f'{len(reports)} reports')
+    needed = ('profile', 'settings', 'machine', 'cases', 'targets', 'met', 'elapsed_s')
+    for i, rep in enumerate(reports):
+        missing = [k for k in needed if k not in rep] if isinstance(rep, dict) else list(needed)
+        if missing:
+            raise ValueError(f'reports[{i}] is not a benchmark report (no {missing})')
+    first = reports[0]
+    for i, rep in enumerate(reports[1:], 1):
+        for field, value in (('profile', rep.get('profile')), ('settings', rep.get('settings')),
+                             ('device', rep.get('machine', {}).get('device'))):
+            expected = first['machine']['device'] if field == 'device' else first.get(field)
+            if value != expected:
+                raise ValueError(f'reports[{i}] has {field} {value!r}, reports[0] {expected!r}: '
+                                 'only runs of one profile with the same settings on one device '
+                                 'can be combined')
+    device = first['machine']['device']
+    cases = _combine_lists([r['cases'] for r in reports], 'cases')
+    suites = {s for r in reports for s in r.get('suite_seconds', {})}
+    combined = dict(
+        profile=first['profile'],
+        machine=first['machine'],
+        memory_method=first['memory_method'],
+        ratio_method=first['ratio_method'] + f'; {len(reports)} runs combined: the rounds of '
+        'every case pooled, memory figures the median over the runs',
+        settings=first['settings'],
+        **summarise(cases, 'cuda' if device.startswith('cuda') else 'cpu'),
+        cases=cases,
+        channels_last=_combine_rows([r.get('channels_last', []) for r in reports]),
+        mixconv_fused_vs_split=_combine_lists(
+            [r.get('mixconv_fused_vs_split', []) for r in reports], 'MixConv fused/split cases'),
+        suite_seconds={s: round(sum(r['suite_seconds'].get(s, 0.0) for r in reports), 1)
+                       for s in sorted(suites)},
+        suite_errors={s: e for r in reports for s, e in r.get('suite_errors', {}).items()},
+        loadavg_before=first['loadavg_before'],
+        loadavg_after=reports[-1]['loadavg_after'],
+        elapsed_s=sum(r['elapsed_s'] for r in reports),
+        runs=[dict(source=None if sources is None else sources[i], elapsed_s=r['elapsed_s'],
+                   loadavg_before=r['loadavg_before'], keys={k: r[k] for k in r['targets']},
+                   reported=dict(r.get('reported', {})), met=dict(r['met']))
+              for i, r in enumerate(reports)],
+    )
+    return combined
 
 
 def machine_info(device: torch.device) -> dict:
@@ -114,6 +284,7 @@ def _key_row(report: dict, key: str, target) -> str:
 def to_markdown(report: dict) -> str:
     """The report as markdown tables."""
     m = report['machine']
+    runs = report.get('runs', [])
     lines = [
         f"# Benchmark ({report['profile']}, {m['device']})", '',
         f"{m['cpu']}, {m['threads']} threads, torch {m['torch']}"
@@ -122,11 +293,13 @@ def to_markdown(report: dict) -> str:
         + f"; DO-Conv fused CPU composition: {'yes' if m.get('doconv_fused_compose') else 'no'}"
         + f"; fused CPU BatchNorm + activation: {'yes' if m.get('fused_batch_norm_act') else 'no'}"
         + f"; load average {report['loadavg_before']} -> {report['loadavg_after']}; "
-        f"{report['elapsed_s']:.0f} s.", '',
+        f"{report['elapsed_s']:.0f} s" + (f" ({len(runs)} runs)." if runs else '.'), '',
         'Ratios are candidate / baseline (lower is better): median of the per-round ratios of '
         'interleaved runs; a ratio over several shapes is their geometric mean; in brackets the '
-        "95% bootstrap interval over the run's rounds. Peak memory: "
-        f"{report['memory_method']}.", '',
+        "95% bootstrap interval over the rounds. Peak memory: "
+        f"{report['memory_method']}."
+        + (f' **{len(runs)} runs combined**: the rounds of every case pooled, memory figures the '
+           'median over the runs; each run on its own under "Runs".' if runs else ''), '',
         '## Targets', '',
         '| key | measured | target | met | per shape | ratio of minima | what |',
         '|---|---|---|---|---|---|---|'
@@ -135,6 +308,23 @@ def to_markdown(report: dict) -> str:
         lines.append(_key_row(report, key, target))
     for key in report.get('reported', {}):
         lines.append(_key_row(report, key, None))
+    if runs:
+        keys = list(report['targets']) + list(report.get('reported', {}))
+        lines += ['', '## Runs', '', '| key | ' + ' | '.join(
+            f'run {i + 1}' for i in range(len(runs))) + ' | combined |',
+                  '|---' * (len(runs) + 2) + '|']
+        for key in keys:
+            cells = []
+            for run in runs:
+                value = run['keys'].get(key, run['reported'].get(key))
+                missed = key in run['met'] and not run['met'][key]
+                cells.append('-' if value is None else f'**{value:.3f}**' if missed
+                             else f'{value:.3f}')
+            lines.append(f"| `{key}` | " + ' | '.join(cells) + f' | {report[key]:.3f} |')
+        lines += ['', 'Bold: missed its target in that run. Sources: ' + ', '.join(
+            f"run {i + 1}" + (f" `{run['source']}`" if run['source'] else '')
+            + f" ({run['elapsed_s']:.0f} s)"
+            for i, run in enumerate(runs)) + '.']
     lines += ['', '## Cases', '',
               '| family | case | input | mode | candidate | cand. ms | baseline | base. ms | '
               'ratio | cand. MiB | base. MiB | repeats |',

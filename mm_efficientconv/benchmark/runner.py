@@ -11,8 +11,8 @@ import torch
 from .backbone_suites import bench_mixnet, bench_mobilenet, bench_resnet
 from .harness import keep_freed_memory, log
 from .layer_suites import bench_bsconv, bench_doconv, bench_mixconv
-from .profiles import profile_config, targets_for
-from .report import headline_ratios, machine_info
+from .profiles import profile_config
+from .report import log_summary, machine_info, summarise
 from .train_suites import bench_mixnet_train, bench_mobilenet_v2_train, bench_resnet_train
 
 SUITES = dict(doconv=bench_doconv, mixconv=bench_mixconv, bsconvu=bench_bsconv,
@@ -128,9 +128,6 @@ def run_benchmark(profile: str = 'quick',
         fused_split += out.get('fused_vs_split', [])
         suite_seconds[suite] = round(time.time() - t0, 1)
         log(f'{suite}: {suite_seconds[suite]} s')
-    keys, details = headline_ratios(cases)
-    targets = {k: v for k, v in targets_for(device).items() if k in keys}
-    reported = {k: v for k, v in keys.items() if k not in targets}  # no target on this device
     report = dict(
         profile=profile,
         machine=machine_info(dev),
@@ -140,12 +137,7 @@ def run_benchmark(profile: str = 'quick',
                      'shapes; key_details[key]["interval"]: 95% bootstrap interval over the '
                      'rounds',
         settings=dict(cfg, malloc=malloc_setting),
-        **{k: keys[k] for k in targets},
-        **reported,
-        targets=targets,
-        reported=reported,
-        met={k: bool(keys[k] <= t) for k, t in targets.items()},
-        key_details=details,
+        **summarise(cases, device),
         cases=cases,
         channels_last=formats,
         mixconv_fused_vs_split=fused_split,
@@ -155,14 +147,5 @@ def run_benchmark(profile: str = 'quick',
         loadavg_after=[round(v, 2) for v in os.getloadavg()],
         elapsed_s=time.time() - start,
     )
-
-    def interval(key):
-        bounds = details[key].get('interval')
-        return ' [{:.3f}, {:.3f}]'.format(*bounds) if bounds else ''
-
-    for key, target in targets.items():
-        log(f"{key:38s} {report[key]:.3f}{interval(key)} (target <= {target}) "
-            f"{'met' if report['met'][key] else 'MISSED'}")
-    for key, value in reported.items():
-        log(f'{key:38s} {value:.3f}{interval(key)} (no target)')
+    log_summary(report)
     return report

@@ -7,9 +7,12 @@ helpers, training steps and reference DO-Conv.
 Timings themselves are never asserted (they are machine- and load-dependent);
 only that they are positive and that ``met`` agrees with ``targets``.
 """
+import copy
+import importlib.util
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -475,3 +478,109 @@ def test_keep_going_records_a_failing_suite(monkeypatch):
     assert 'bsconvu_over_reference' in report and 'mixnet_s_over_timm' not in report
     with pytest.raises(RuntimeError, match='planted failure'):
         runner.run_benchmark('smoke', only=['mixnet'])
+
+
+def _slower(rep: dict, family: str, name: str, factor: float) -> dict:
+    """A copy of report ``rep`` whose step ``name`` of the ``family`` cases
+    took ``factor`` times as long in every round (a second, different run)."""
+    rep = copy.deepcopy(rep)
+    for case in rep['cases']:
+        if case['family'] == family and name in case['results']:
+            case['results'][name]['raw_ms'] = [t * factor for t in case['results'][name]['raw_ms']]
+    return rep
+
+
+def test_combine_reports_pools_the_rounds(smoke):
+    """Each case's rounds are concatenated and its ratios recomputed from all
+    of them; memory figures are the median over the runs; keys and ``met``
+    follow from the pooled cases; each run keeps its own keys."""
+    _, first, _, _ = smoke
+    second = _slower(first, 'resnet_train', 'doconv', 1.5)
+    for case in second['cases']:
+        if 'memory_ratios' in case:
+            case['memory_ratios'] = {k: v + 0.5 for k, v in case['memory_ratios'].items()}
+    second['resnet_doconv_train_over_plain'] = 1.7  # as that run would have reported it
+    combined = report.combine_reports([first, second], sources=['a.json', 'b.json'])
+
+    def resnet(rep):
+        return next(c for c in rep['cases'] if c['family'] == 'resnet_train')
+
+    a, b, c = resnet(first), resnet(second), resnet(combined)
+    per_round = [d / p for rep in (a, b) for d, p in zip(rep['results']['doconv']['raw_ms'],
+                                                         rep['results']['plain']['raw_ms'])]
+    assert len(per_round) == a['repeats'] + b['repeats'] == c['repeats']
+    assert c['ratios']['doconv/plain'] == pytest.approx(statistics.median(per_round))
+    assert c['results']['doconv']['min_ms'] == min(a['results']['doconv']['min_ms'],
+                                                   b['results']['doconv']['min_ms'])
+    assert c['memory_ratios']['doconv/plain'] == pytest.approx(a['memory_ratios']['doconv/plain']
+                                                               + 0.25)
+    assert c['runs'] == 2
+    # keys, intervals and verdicts of the pooled cases, exactly as for a single run
+    expected = report.summarise(combined['cases'], 'cpu')
+    for key in KEYS:
+        assert combined[key] == pytest.approx(expected[key])
+        assert combined['met'][key] == (combined[key] <= combined['targets'][key])
+    assert combined['key_details']['resnet_doconv_train_over_plain']['interval']
+    # each run on its own, and the first run's figures are untouched
+    assert [r['source'] for r in combined['runs']] == ['a.json', 'b.json']
+    assert combined['runs'][1]['keys']['resnet_doconv_train_over_plain'] == 1.7
+    assert resnet(first)['results']['doconv']['raw_ms'] == a['results']['doconv']['raw_ms']
+    assert combined['elapsed_s'] == pytest.approx(first['elapsed_s'] + second['elapsed_s'])
+    md = report.to_markdown(combined)
+    assert '## Runs' in md and '2 runs combined' in md and '`b.json`' in md
+
+
+def test_combine_reports_chooses_the_faster_format_again(smoke):
+    """A best-format ratio is re-chosen on the pooled medians: a format that
+    is faster over both runs wins even if it lost in the first."""
+    _, first, _, _ = smoke
+    case = next(c for c in first['cases']
+                if c['family'] == 'mixnet_s' and c['mode'] == 'train_step')
+    assert case['best_format_pair'] == 'ours best/timm best'
+    chosen = case['best_format']['ours']
+    other = 'ours@nchw' if chosen == 'ours@cl' else 'ours@cl'
+    runs = [_slower(first, 'mixnet_s', other, 0.01) for _ in range(2)]
+    combined = report.combine_reports([first] + runs)
+    pooled = next(c for c in combined['cases']
+                  if c['family'] == 'mixnet_s' and c['mode'] == 'train_step')
+    assert pooled['best_format']['ours'] == other
+    assert pooled['pairs']['ours best/timm best'][0] == other
+
+
+def test_combine_reports_refuses_what_does_not_match(smoke):
+    _, first, _, _ = smoke
+    with pytest.raises(ValueError, match='two or more reports'):
+        report.combine_reports([first])
+    other = copy.deepcopy(first)
+    other['profile'] = 'quick'
+    with pytest.raises(ValueError, match=r"reports\[1\] has profile 'quick'"):
+        report.combine_reports([first, other])
+    other = copy.deepcopy(first)
+    other['cases'] = [c for c in other['cases'] if c['family'] != 'bsconvu']
+    with pytest.raises(ValueError, match=r'reports\[1\] does not have the cases.*bsconvu'):
+        report.combine_reports([first, other])
+    with pytest.raises(ValueError, match=r'reports\[1\] is not a benchmark report'):
+        report.combine_reports([first, {'profile': 'smoke'}])
+    with pytest.raises(ValueError, match='sources: one per report'):
+        report.combine_reports([first, first], sources=['a.json'])
+
+
+def test_combine_cli(smoke, tmp_path, repo_root):
+    """``--combine`` writes the combined report, refuses to overwrite an input
+    and takes no run options."""
+    path, _, _, _ = smoke
+    spec = importlib.util.spec_from_file_location(
+        'mmeff_benchmark_cli', repo_root / 'tools' / 'analysis' / 'benchmark.py')
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out = tmp_path / 'both.json'
+    combined = cli.main(['--combine', str(path), str(path), '--out', str(out)])
+    assert json.loads(out.read_text())['runs'] == combined['runs']
+    assert (tmp_path / 'both.md').exists() and (tmp_path / 'both.png').exists()
+    before = path.read_bytes()
+    with pytest.raises(SystemExit):
+        cli.parse_args(['--combine', str(out), str(path), '--out', str(path)])
+    assert path.read_bytes() == before
+    with pytest.raises(SystemExit):
+        cli.parse_args(['--combine', str(path), str(path), '--only', 'resnet', '--out',
+                        str(tmp_path / 'x.json')])

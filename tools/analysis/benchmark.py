@@ -7,12 +7,17 @@ described).
 Example:
     python tools/analysis/benchmark.py --quick --out work_dirs/bench/quick.json
     python tools/analysis/benchmark.py --device cuda --quick --out work_dirs/bench/cuda.json
+    # several runs of one profile as one report (rounds pooled; each run kept under "runs")
+    python tools/analysis/benchmark.py --combine work_dirs/bench/q1.json work_dirs/bench/q2.json \
+        --out work_dirs/bench/combined.json
 
 Writes ``FILE.json``, ``FILE.md`` (tables) and ``FILE.png`` (chart), each
 atomically.
 """
 import argparse
+import json
 import os
+import os.path as osp
 
 # the profiler behind the CPU peak-memory figures (kineto) logs two lines per use at its default
 # level; read when kineto initialises, so set before torch is imported
@@ -20,6 +25,10 @@ os.environ.setdefault('KINETO_LOG_LEVEL', '6')
 
 from mm_efficientconv.benchmark import SUITES, run_benchmark, write_report  # noqa: E402
 from mm_efficientconv.benchmark.harness import log  # noqa: E402
+from mm_efficientconv.benchmark.report import combine_reports, log_summary  # noqa: E402
+
+RUN_OPTIONS = ('device', 'threads', 'only', 'malloc', 'layer_batch', 'doconv_batch',
+               'backbone_batch', 'train_batch')
 
 
 def parse_args(argv=None):
@@ -31,6 +40,9 @@ def parse_args(argv=None):
     group.add_argument('--smoke', action='store_true',
                        help='tiny shapes, 3 repeats: checks that every path runs (numbers '
                        'are not meaningful)')
+    group.add_argument('--combine', nargs='+', metavar='FILE.json', default=None,
+                       help='run nothing: combine the reports of two or more runs of one '
+                       'profile (rounds pooled) into --out')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--threads', type=int, default=None,
                         help='torch.set_num_threads (default: the cores this process may use)')
@@ -49,11 +61,38 @@ def parse_args(argv=None):
     parser.add_argument('--train-batch', type=int, default=None,
                         help="override the profile's batch of the whole-network training steps")
     parser.add_argument('--out', required=True, help='output JSON path (.md/.png beside it)')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.combine is not None:
+        defaults = parser.parse_args(['--out', args.out])
+        given = [f"--{o.replace('_', '-')}" for o in RUN_OPTIONS
+                 if getattr(args, o) != getattr(defaults, o)]
+        if given:
+            parser.error(f'--combine runs nothing; it takes no run options (got {given})')
+        base = osp.splitext(args.out)[0]
+        outputs = {osp.realpath(base + ext) for ext in ('.json', '.md', '.png')}
+        inputs = [f for f in args.combine if osp.realpath(f) in outputs]
+        if inputs:
+            parser.error(f'--out {args.out} would overwrite the input {inputs[0]}')
+    return args
+
+
+def combine(files, out: str) -> dict:
+    """Combines the reports in ``files`` into ``out`` (+ .md, .png)."""
+    reports = []
+    for path in files:
+        with open(path) as f:
+            reports.append(json.load(f))
+    report = combine_reports(reports, sources=list(files))
+    write_report(report, out)
+    log_summary(report)
+    log(f'wrote {out} (+ .md, .png): {len(files)} runs combined')
+    return report
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.combine is not None:
+        return combine(args.combine, args.out)
     report = run_benchmark(
         profile='smoke' if args.smoke else 'quick' if args.quick else 'full',
         device=args.device, threads=args.threads, only=args.only, malloc=args.malloc,
