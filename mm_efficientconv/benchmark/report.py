@@ -407,8 +407,10 @@ def to_png(report: dict) -> bytes:
     ax.axvline(1.0, color='grey', lw=0.8, ls='--')
     ax.set_xlabel('forward+backward, candidate / baseline')
     ax.set_title('per-layer training ratios')
+    runs = len(report.get('runs', []))
     fig.suptitle(f"{report['profile']} benchmark on {report['machine']['device']}, "
-                 f"{report['machine']['threads']} threads", fontsize=10)
+                 f"{report['machine']['threads']} threads"
+                 + (f', {runs} runs combined' if runs else ''), fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=110)
