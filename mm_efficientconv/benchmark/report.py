@@ -70,6 +70,10 @@ def log_summary(report: dict) -> None:
         log(f'{key:38s} {value:.3f}{interval(key)} (no target)')
 
 
+#: What must be equal in the ``machine`` of reports that are combined.
+MACHINE_FIELDS = ('device', 'cpu', 'threads', 'gpu', 'torch')
+
+
 def _case_id(case: dict) -> tuple:
     return case['family'], case['case'], case['mode'], tuple(case['shape'])
 
@@ -153,8 +157,8 @@ def combine_reports(reports: Sequence[dict], sources: Optional[Sequence[str]] = 
 
     Args:
         reports (Sequence[dict]): Reports of :func:`~.runner.run_benchmark`
-            (two or more) with equal ``profile``, ``settings``, device and
-            cases.
+            (two or more) with equal ``profile``, ``settings`` and cases, from
+            one machine (:data:`MACHINE_FIELDS` equal).
         sources (Sequence[str], optional): Where each report came from (file
             names), recorded in ``runs``. Defaults to None.
 
@@ -173,14 +177,18 @@ def combine_reports(reports: Sequence[dict], sources: Optional[Sequence[str]] = 
         if missing:
             raise ValueError(f'reports[{i}] is not a benchmark report (no {missing})')
     first = reports[0]
+
+    def identity(rep: dict) -> dict:
+        machine = {k: rep['machine'].get(k) for k in MACHINE_FIELDS}
+        return dict(profile=rep['profile'], settings=rep['settings'], **machine)
+
+    expected = identity(first)
     for i, rep in enumerate(reports[1:], 1):
-        for field, value in (('profile', rep.get('profile')), ('settings', rep.get('settings')),
-                             ('device', rep.get('machine', {}).get('device'))):
-            expected = first['machine']['device'] if field == 'device' else first.get(field)
-            if value != expected:
-                raise ValueError(f'reports[{i}] has {field} {value!r}, reports[0] {expected!r}: '
-                                 'only runs of one profile with the same settings on one device '
-                                 'can be combined')
+        for field, value in identity(rep).items():
+            if value != expected[field]:
+                raise ValueError(f'reports[{i}] has {field} {value!r}, reports[0] '
+                                 f'{expected[field]!r}: only runs of one profile with the same '
+                                 'settings on one machine can be combined')
     device = first['machine']['device']
     cases = _combine_lists([r['cases'] for r in reports], 'cases')
     suites = {s for r in reports for s in r.get('suite_seconds', {})}

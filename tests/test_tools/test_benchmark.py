@@ -556,6 +556,10 @@ def test_combine_reports_refuses_what_does_not_match(smoke):
     with pytest.raises(ValueError, match=r"reports\[1\] has profile 'quick'"):
         report.combine_reports([first, other])
     other = copy.deepcopy(first)
+    other['machine']['threads'] += 1
+    with pytest.raises(ValueError, match=r'reports\[1\] has threads .* one machine'):
+        report.combine_reports([first, other])
+    other = copy.deepcopy(first)
     other['cases'] = [c for c in other['cases'] if c['family'] != 'bsconvu']
     with pytest.raises(ValueError, match=r'reports\[1\] does not have the cases.*bsconvu'):
         report.combine_reports([first, other])
@@ -584,3 +588,11 @@ def test_combine_cli(smoke, tmp_path, repo_root):
     with pytest.raises(SystemExit):
         cli.parse_args(['--combine', str(path), str(path), '--only', 'resnet', '--out',
                         str(tmp_path / 'x.json')])
+    # unreadable or mismatched inputs: the message names the files, nothing is written
+    (tmp_path / 'bad.json').write_text('{')
+    with pytest.raises(SystemExit, match='cannot read .*bad.json'):
+        cli.main(['--combine', str(path), str(tmp_path / 'bad.json'), '--out',
+                  str(tmp_path / 'y.json')])
+    with pytest.raises(SystemExit, match=r'--combine .*smoke.json.*two or more'):
+        cli.main(['--combine', str(path), '--out', str(tmp_path / 'y.json')])
+    assert not (tmp_path / 'y.json').exists() and not (tmp_path / 'y.md').exists()

@@ -80,9 +80,15 @@ def combine(files, out: str) -> dict:
     """Combines the reports in ``files`` into ``out`` (+ .md, .png)."""
     reports = []
     for path in files:
-        with open(path) as f:
-            reports.append(json.load(f))
-    report = combine_reports(reports, sources=list(files))
+        try:
+            with open(path) as f:
+                reports.append(json.load(f))
+        except (OSError, ValueError) as err:
+            raise SystemExit(f'--combine: cannot read {path}: {err}') from None
+    try:
+        report = combine_reports(reports, sources=list(files))
+    except ValueError as err:  # reports[i]: the i-th file
+        raise SystemExit(f'--combine {" ".join(files)}: {err}') from None
     write_report(report, out)
     log_summary(report)
     log(f'wrote {out} (+ .md, .png): {len(files)} runs combined')
