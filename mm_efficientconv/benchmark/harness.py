@@ -234,14 +234,23 @@ def interleaved(steps: Dict[str, Callable[[], None]], pairs: Dict[str, Tuple[str
         results[n] = timing_stats([t * 1e3 for t in raw[n]])
         if memory:
             results[n]['peak_mem_mb'] = peak_memory_mb(steps[n], device)
-    ratios, ratios_of_medians, ratios_of_minima = {}, {}, {}
+    res = dict(results=results, ratios={}, ratios_of_medians={}, ratios_of_minima={}, pairs={},
+               repeats=repeats, inner=inner)
     for key, (cand, base) in pairs.items():
-        ratios[key] = paired_ratio(raw[cand], raw[base])
-        ratios_of_medians[key] = results[cand]['median_ms'] / results[base]['median_ms']
-        ratios_of_minima[key] = results[cand]['min_ms'] / results[base]['min_ms']
-    return dict(results=results, ratios=ratios, ratios_of_medians=ratios_of_medians,
-                ratios_of_minima=ratios_of_minima,
-                pairs={k: list(v) for k, v in pairs.items()}, repeats=repeats, inner=inner)
+        add_pair_ratio(res, key, cand, base)
+    return res
+
+
+def add_pair_ratio(res: dict, name: str, cand: str, base: str) -> None:
+    """Adds ratio ``name`` of step ``cand`` over step ``base`` to an
+    :func:`interleaved` result: ``ratios`` (median of the per-round ratios,
+    the figure reported), ``ratios_of_medians``, ``ratios_of_minima`` and
+    ``pairs``."""
+    a, b = res['results'][cand], res['results'][base]
+    res['ratios'][name] = paired_ratio(a['raw_ms'], b['raw_ms'])
+    res['ratios_of_medians'][name] = a['median_ms'] / b['median_ms']
+    res['ratios_of_minima'][name] = a['min_ms'] / b['min_ms']
+    res['pairs'][name] = [cand, base]
 
 
 def timing_stats(raw_ms: Sequence[float]) -> dict:
@@ -302,11 +311,7 @@ def add_best_format_ratio(res: dict, models: Sequence[str], name: str) -> Dict[s
     raw = res['results']
     best = {m: min((n for n in (f'{m}@nchw', f'{m}@cl') if n in raw),
                    key=lambda n: raw[n]['median_ms']) for m in models}
-    cand, base = best[models[0]], best[models[1]]
-    res['ratios'][name] = paired_ratio(raw[cand]['raw_ms'], raw[base]['raw_ms'])
-    res['ratios_of_medians'][name] = raw[cand]['median_ms'] / raw[base]['median_ms']
-    res['ratios_of_minima'][name] = raw[cand]['min_ms'] / raw[base]['min_ms']
-    res['pairs'][name] = [cand, base]
+    add_pair_ratio(res, name, best[models[0]], best[models[1]])
     res['best_format'] = best
     res['best_format_pair'] = name
     return best

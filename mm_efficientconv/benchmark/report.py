@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .harness import (add_best_format_ratio, bootstrap_interval, geomean, log, paired_ratio,
+from .harness import (add_best_format_ratio, add_pair_ratio, bootstrap_interval, geomean, log,
                       round_ratios, timing_stats)
 from .profiles import DESCRIPTIONS, KEY_SOURCES, targets_for
 
@@ -99,12 +99,8 @@ def _combine_case(parts: List[dict]) -> dict:
     for field in ('ratios', 'ratios_of_medians', 'ratios_of_minima'):
         out[field] = {}
     for pair, (cand, base) in list(out['pairs'].items()):
-        if pair == best_pair:
-            continue
-        a, b = out['results'][cand], out['results'][base]
-        out['ratios'][pair] = paired_ratio(a['raw_ms'], b['raw_ms'])
-        out['ratios_of_medians'][pair] = a['median_ms'] / b['median_ms']
-        out['ratios_of_minima'][pair] = a['min_ms'] / b['min_ms']
+        if pair != best_pair:
+            add_pair_ratio(out, pair, cand, base)
     if best_pair is not None:
         add_best_format_ratio(out, list(out['best_format']), best_pair)
     for field in ('memory_ratios', 'step_memory_ratios'):
