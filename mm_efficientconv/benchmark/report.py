@@ -143,7 +143,7 @@ def _combine_rows(lists: List[List[dict]]) -> List[dict]:
 
 
 def combine_reports(reports: Sequence[dict], sources: Optional[Sequence[str]] = None) -> dict:
-    """One report from several runs of the same profile on the same device.
+    """One report from several runs of the same profile on one machine.
 
     Each case's rounds are pooled (the figure of a case is then the median
     of the per-round ratios of all runs, and its bootstrap interval resamples
